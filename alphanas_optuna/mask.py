@@ -1,0 +1,139 @@
+"""Layer masks: the AlphaNAS genotype, and how it is stored as Optuna parameters.
+
+A mask has one bit per encoder layer: ``1`` keeps the layer, ``0`` drops it. In a study each bit is a
+categorical parameter named ``<prefix><index>`` with two digits (``layer_00``, ``layer_01``, ...), so
+the parameters sort by layer in optuna-dashboard. This module depends on nothing but Optuna's trial
+interface, so the sampler and any objective can share it without importing torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "Mask",
+    "format_mask",
+    "mask_from_params",
+    "param_name",
+    "parse_mask",
+    "suggest_mask",
+    "validate_mask",
+]
+
+DEFAULT_PREFIX = "layer_"
+MASK_CHOICES = (0, 1)
+
+Mask = tuple[int, ...]
+
+
+def param_name(index: int, prefix: str = DEFAULT_PREFIX) -> str:
+    """The name of the parameter that holds layer ``index``'s bit, e.g. ``layer_03``."""
+    return f"{prefix}{index:02d}"
+
+
+def validate_mask(mask: Sequence[int] | str, n_layers: int | None = None) -> Mask:
+    """Check a mask and return it as a tuple of ints.
+
+    Args:
+        mask: Bits as a sequence of 0/1 or a string such as ``"111100000000"``.
+        n_layers: The number of encoder layers the mask must cover, if known.
+
+    Raises:
+        ValueError: The mask is empty, has the wrong length, holds a value other than 0 or 1, or keeps
+            no layer at all.
+    """
+    if isinstance(mask, str):
+        return parse_mask(mask, n_layers)
+    bits = tuple(mask)
+    if not bits:
+        raise ValueError("mask is empty: it needs one bit (0 or 1) per encoder layer")
+    if n_layers is not None and len(bits) != n_layers:
+        raise ValueError(
+            f"mask {_show(bits)} has {len(bits)} bits but the model has {n_layers} encoder layers"
+        )
+    for i, b in enumerate(bits):
+        # bool is an int subclass; numpy ints are not, so compare by value but reject other types.
+        if isinstance(b, bool) or not _is_int(b) or int(b) not in MASK_CHOICES:
+            raise ValueError(f"mask bit {i} is {b!r}; allowed values are 0 (drop) and 1 (keep)")
+    bits = tuple(int(b) for b in bits)
+    if not any(bits):
+        raise ValueError(f"mask {format_mask(bits)} drops every layer; keep at least one")
+    return bits
+
+
+def parse_mask(text: str, n_layers: int | None = None) -> Mask:
+    """Parse a mask written as a bit string, e.g. ``"111100000000"``."""
+    stripped = text.strip()
+    if not stripped or any(c not in "01" for c in stripped):
+        raise ValueError(f"mask {text!r} must be a string of 0s and 1s, one per encoder layer")
+    return validate_mask(tuple(int(c) for c in stripped), n_layers)
+
+
+def format_mask(mask: Iterable[int]) -> str:
+    """Write a mask as a bit string, layer 0 first: ``(1, 1, 0)`` -> ``"110"``."""
+    return "".join(str(int(b)) for b in mask)
+
+
+def suggest_mask(
+    trial: optuna.trial.BaseTrial, n_layers: int, prefix: str = DEFAULT_PREFIX
+) -> Mask:
+    """Suggest a layer mask as ``n_layers`` categorical parameters with choices ``(0, 1)``.
+
+    :class:`~alphanas_optuna.AlphaNASSampler` recognises these parameters by ``prefix`` and proposes
+    them jointly; any other sampler treats them as independent categoricals.
+
+    Example:
+        .. code-block:: python
+
+            import optuna
+            from alphanas_optuna import suggest_mask
+
+            def objective(trial):
+                mask = suggest_mask(trial, 12)
+                return sum(mask)
+
+            study = optuna.create_study(direction="maximize")
+            study.optimize(objective, n_trials=3)
+
+    Returns:
+        The mask as a tuple of ints. It may keep no layer when another sampler drew it; the
+        AlphaNAS sampler never proposes that mask.
+    """
+    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
+        raise ValueError(f"n_layers must be a positive integer, got {n_layers!r}")
+    return tuple(
+        int(trial.suggest_categorical(param_name(i, prefix), MASK_CHOICES)) for i in range(n_layers)
+    )
+
+
+def mask_from_params(params: Mapping[str, Any], prefix: str = DEFAULT_PREFIX) -> Mask | None:
+    """Rebuild the mask from a trial's parameters, or ``None`` if they hold no complete mask."""
+    indices = []
+    for name in params:
+        if name.startswith(prefix) and name[len(prefix) :].isdigit():
+            indices.append(int(name[len(prefix) :]))
+    if not indices:
+        return None
+    n = max(indices) + 1
+    if sorted(indices) != list(range(n)):
+        return None
+    return tuple(int(params[param_name(i, prefix)]) for i in range(n))
+
+
+def _is_int(value: Any) -> bool:
+    try:
+        return int(value) == value
+    except (TypeError, ValueError):
+        return False
+
+
+def _show(bits: Sequence[Any]) -> str:
+    try:
+        return format_mask(bits)
+    except (TypeError, ValueError):
+        return repr(bits)
