@@ -18,6 +18,13 @@ section    settings                                              reference
 
 Unknown sections or keys, wrong types and out-of-range values raise :class:`StudyConfigError`,
 which names the file, the key and what is allowed. Optional sizes accept ``"all"``.
+
+A ``[model] name`` or ``[data] source`` that starts with ``./`` or ``../`` is a path relative to the
+study file's folder; any other relative path is relative to the current directory.
+
+:meth:`StudyConfig.to_dict` gives the validated settings (defaults filled in) as a JSON-able
+dict that :meth:`StudyConfig.from_dict` reads back; ``alphanas search`` stores it in the study's
+user attributes (``alphanas_config``) so that the study describes itself.
 """
 
 from __future__ import annotations
@@ -184,13 +191,52 @@ class StudyConfig:
             return self.search.generations * population
         return self.search.n_trials
 
-    def make_sampler(self) -> Any:
+    def make_sampler(self, n_layers: int | None = None) -> Any:
+        """The study's :class:`~alphanas_optuna.AlphaNASSampler`.
+
+        Args:
+            n_layers: Encoder layers of the model, used unless ``[sampler] n_layers`` is set.
+        """
         from alphanas_optuna.sampler import AlphaNASSampler
 
-        return AlphaNASSampler(**self.sampler)
+        kwargs = dict(self.sampler)
+        if n_layers is not None:
+            kwargs.setdefault("n_layers", n_layers)
+        return AlphaNASSampler(**kwargs)
 
     def replace(self, **sections: Any) -> StudyConfig:
+        """A copy with whole sections replaced, e.g. ``config.replace(data=new_data)``."""
         return dataclasses.replace(self, **sections)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every section with every key (defaults filled in), as a JSON-able dict.
+
+        ``None`` values are left out where ``None`` is the default and written as ``"all"``
+        otherwise, so :meth:`from_dict` (or a TOML file with these tables) gives the same config.
+        """
+        out: dict[str, Any] = {}
+        for name, cls in _SECTIONS.items():
+            section = getattr(self, name)
+            values: dict[str, Any] = {}
+            for f in dataclasses.fields(cls):
+                value = getattr(section, f.name)
+                if value is None:
+                    if _field_default(f) is None:
+                        continue
+                    value = "all"
+                values[f.name] = list(value) if isinstance(value, (list, tuple)) else value
+            out[name] = values
+        out["sampler"] = dict(self.sampler)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], path: Path | None = None) -> StudyConfig:
+        """Validate a dict shaped like a study file (e.g. :meth:`to_dict`'s).
+
+        Raises:
+            StudyConfigError: As :func:`load_study_config`.
+        """
+        return parse_study_config(raw, path)
 
 
 _SECTIONS: dict[str, type] = {
@@ -233,7 +279,30 @@ def parse_study_config(raw: dict[str, Any], path: Path | None = None) -> StudyCo
             raise StudyConfigError(f"{where}: {key} must be a [{key}] table, not a value")
     sections = {name: _build(where, name, cls, raw.get(name, {})) for name, cls in _SECTIONS.items()}
     sampler = _sampler_kwargs(where, raw.get("sampler", {}))
+    if path is not None:
+        base = path.resolve().parent
+        sections["model"] = dataclasses.replace(
+            sections["model"], name=_relative_to(base, sections["model"].name)
+        )
+        sections["data"] = dataclasses.replace(
+            sections["data"], source=_relative_to(base, sections["data"].source)
+        )
     return StudyConfig(path=path, sampler=sampler, **sections)
+
+
+def _relative_to(base: Path, value: str) -> str:
+    """``./x`` and ``../x`` are relative to the study file's folder; anything else is unchanged."""
+    if value.startswith(("./", "../", ".\\", "..\\")) or value in (".", ".."):
+        return str((base / value).resolve())
+    return value
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
 
 
 def _build(where: str, section: str, cls: type, values: dict[str, Any]) -> Any:

@@ -45,6 +45,10 @@ class TrainingConfig:
         mixed_precision: ``"no"``, ``"fp16"`` or ``"bf16"`` (set on the Accelerator).
         evaluations: Evaluation points spread evenly over training, the last one at the end; each
             calls ``on_evaluate`` (so a pruner can stop the trial early).
+        freeze_embeddings: Keep the word-embedding matrix fixed. In a brief fine-tune it barely
+            moves, yet its gradient and AdamW update cost as much as several encoder layers
+            (30522 x 384 = 11.7M of MiniLM-L6's 22.7M parameters): freezing it makes a step of a
+            shallow sub-model several times faster. The matrix still counts in N.
         seed: Seed of initialisation of new heads, data order and dropout.
     """
 
@@ -59,6 +63,7 @@ class TrainingConfig:
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"
     evaluations: int = 1
+    freeze_embeddings: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -143,13 +148,17 @@ def fine_tune(
     total = config.total_steps(len(train_loader))
     eval_points = _evaluation_steps(total, config.evaluations)
 
+    if config.freeze_embeddings:
+        embeddings = model.get_input_embeddings()
+        if embeddings is not None:
+            embeddings.weight.requires_grad_(False)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (
                 no_decay if p.ndim < 2 or "LayerNorm" in name or "layernorm" in name else decay
             ).append(p)
-    optimizer = torch.optim.AdamW(
+    optimizer = _adamw(
         [
             {"params": decay, "weight_decay": config.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
@@ -228,6 +237,14 @@ def predict(model: torch.nn.Module, loader: Any, accelerator: Any) -> tuple[Any,
         preds.append(p.cpu())
         refs.append(r.cpu())
     return torch.cat(preds), torch.cat(refs)
+
+
+def _adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
+    """AdamW, fused into one kernel per step where torch supports it (CPU and CUDA, float32)."""
+    try:
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, lr=lr)
 
 
 def _evaluation_steps(total: int, evaluations: int) -> set[int]:

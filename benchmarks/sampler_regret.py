@@ -195,7 +195,7 @@ def summary_table(
 
 def _fill_study(path: str, n_trials: int, n_layers: int, population: int, seed: int) -> None:
     """A SQLite study with ``n_trials`` finished trials as AlphaNASSampler leaves them (generation
-    and proposal attributes, cached elites), also tagged with NSGA-II's generation key."""
+    and proposal attributes, cached elites)."""
     from optuna.distributions import CategoricalDistribution
 
     rng = np.random.default_rng(seed)
@@ -229,7 +229,6 @@ def _fill_study(path: str, n_trials: int, n_layers: int, population: int, seed: 
                 distributions={f"layer_{j:02d}": dist for j in range(n_layers)},
                 system_attrs={
                     gen_key: generation,
-                    "NSGAIISampler:generation": generation,
                     "AlphaNASSampler:proposal": {"mask": mask, "origin": "child", "parent": None},
                 },
             )

@@ -67,6 +67,7 @@ epochs = 3
 learning_rate = 1e-2
 batch_size = 16
 warmup_ratio = 0.0
+freeze_embeddings = false
 
 [fitness]
 lambda_per_million = 1000.0

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -30,7 +31,9 @@ def _toy(n: int, seed: int) -> TokenizedSplit:
 
 TRAIN = _toy(96, 0)
 VALID = _toy(48, 1)
-FAST = TrainingConfig(epochs=4, learning_rate=1e-2, batch_size=16, warmup_ratio=0.0, seed=0)
+FAST = TrainingConfig(
+    epochs=4, learning_rate=1e-2, batch_size=16, warmup_ratio=0.0, seed=0, freeze_embeddings=False
+)
 
 
 @pytest.fixture
@@ -72,9 +75,7 @@ def test_fine_tune_learns_the_toy_task_and_reports_each_evaluation() -> None:
 
     model = tiny_model("bert", n_layers=2)
     seen: list[tuple[int, float]] = []
-    cfg = TrainingConfig(
-        epochs=4, learning_rate=1e-2, batch_size=16, warmup_ratio=0.0, evaluations=4
-    )
+    cfg = dataclasses.replace(FAST, evaluations=4)
     train_dl = make_dataloader(TRAIN, batch_size=16, pad_token_id=0, shuffle=True)
     eval_dl = make_dataloader(VALID, batch_size=64, pad_token_id=0, shuffle=False)
     result = fine_tune(
@@ -91,6 +92,24 @@ def test_fine_tune_learns_the_toy_task_and_reports_each_evaluation() -> None:
     assert result.accuracy == seen[-1][1]
     assert result.accuracy >= 0.9
     assert result.train_examples_seen == 96 * 4
+
+
+def test_freeze_embeddings_keeps_the_word_embeddings_and_trains_the_rest() -> None:
+    from alphanas_optuna.objective import get_accelerator
+
+    model = tiny_model("bert", n_layers=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = dataclasses.replace(FAST, epochs=1, freeze_embeddings=True)
+    train_dl = make_dataloader(TRAIN, batch_size=16, pad_token_id=0, shuffle=True)
+    eval_dl = make_dataloader(VALID, batch_size=64, pad_token_id=0, shuffle=False)
+    fine_tune(model, train_dl, eval_dl, cfg, get_accelerator())
+    after = model.state_dict()
+    word = "bert.embeddings.word_embeddings.weight"
+    assert torch.equal(before[word], after[word])
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert "bert.encoder.layer.0.attention.self.query.weight" in changed
+    assert "classifier.weight" in changed
+    assert "bert.embeddings.position_embeddings.weight" in changed
 
 
 def test_max_steps_and_gradient_accumulation_count_optimizer_steps(step_counter) -> None:
