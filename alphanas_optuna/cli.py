@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
+import logging
 import math
 import os
 import socket
@@ -121,9 +123,7 @@ def _parser() -> argparse.ArgumentParser:
         help="total trials of the study, over every run and worker (default: [search] n_trials "
         "or generations x population_size)",
     )
-    p.add_argument(
-        "--timeout", type=float, metavar="S", help="stop this process after S seconds"
-    )
+    p.add_argument("--timeout", type=float, metavar="S", help="stop this process after S seconds")
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser(
@@ -170,12 +170,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(
-            "\nalphanas: interrupted; the running trial was marked FAIL and its mask will be "
-            "tried again. Run the same command again to resume.",
-            file=sys.stderr,
-        )
+        _interrupted()
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        if not _during_interrupt(exc):
+            raise
+        # Ctrl-C hit a storage write and the clean-up failed: a trial may be left RUNNING; the
+        # next run fails it (its process is gone) and queues its mask again.
+        _interrupted()
+        return EXIT_INTERRUPTED
+
+
+def _interrupted() -> None:
+    print(
+        "\nalphanas: interrupted. Run the same command again to resume (a trial that was "
+        "running is marked FAIL and its mask is queued to be evaluated again).",
+        file=sys.stderr,
+    )
+
+
+def _during_interrupt(exc: BaseException | None) -> bool:
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc, seen = exc.__context__, seen + 1
+    return False
 
 
 def _error(message: str) -> None:
@@ -200,7 +220,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 def _cmd_pareto(args: argparse.Namespace) -> int:
     _check_study_exists(args.storage, args.study_name)
     report = _report_module()
-    print(report.pareto(args.storage, args.study_name, out=args.out, png=args.png))
+    print(_bad_input(report.pareto, args.storage, args.study_name, out=args.out, png=args.png))
     return 0
 
 
@@ -308,8 +328,9 @@ def search(
         raise UsageError(f"--timeout must be > 0 seconds, got {timeout}")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _quiet_interrupts()
     out = sys.stderr
-    rdb = _open_storage(url, config=config, create=not _is_new_sqlite(url))
+    rdb = _open_storage(url, config=config, create=False)  # None: a SQLite file not made yet
     directions = [d.lower() for d in config.search.directions]
     existing = _existing_directions(rdb, name) if rdb is not None else None
     if existing is not None:
@@ -342,6 +363,23 @@ def search(
     if not _nothing_left(study, total, out):
         _optimize(study, objective, total, timeout, progress)
     return _finish(study, url, total)
+
+
+class _NoInterruptTraceback(logging.Filter):
+    """Optuna logs a trial stopped by Ctrl-C with a traceback; the CLI says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            return False
+        return not (
+            record.levelno == logging.WARNING and "failed with value None" in record.getMessage()
+        )
+
+
+def _quiet_interrupts() -> None:
+    logger = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _NoInterruptTraceback) for f in logger.filters):
+        logger.addFilter(_NoInterruptTraceback())
 
 
 def _report_recovered(numbers: list[int], out: Any) -> None:
@@ -427,7 +465,7 @@ def _open_storage(
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         # Several processes write to one SQLite file: wait for the lock instead of failing.
-        engine_kwargs["connect_args"] = {"timeout": 120}
+        engine_kwargs["connect_args"] = {"timeout": 60}
     else:
         engine_kwargs["pool_pre_ping"] = True
     search = config.search if config is not None else None
@@ -539,6 +577,7 @@ def _is_alive(info: dict[str, Any]) -> bool:
 
 def _retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """Enqueue a failed trial's mask again (the heartbeat's and the start check's callback)."""
+    import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     if not trial.params:
@@ -557,7 +596,9 @@ def _retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         trial_id=trial._trial_id,
         values=None,
     )
-    RetryHeartbeatStaleTrialCallback(max_retry=3)(study, clean)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback(max_retry=3)(study, clean)
 
 
 def recover_dead_trials(study: optuna.Study) -> list[int]:
@@ -614,7 +655,10 @@ def _optimize(
     evaluated = (TrialState.COMPLETE, TrialState.PRUNED)
     worker = _worker_info()
 
+    current: list[int] = []
+
     def run_trial(trial: optuna.Trial) -> Any:
+        current[:] = [trial._trial_id]
         study._storage.set_trial_system_attr(trial._trial_id, WORKER_KEY, worker)
         return objective(trial)
 
@@ -649,9 +693,21 @@ def _optimize(
         if total is not None and done + _count(study, (TrialState.RUNNING,)) >= total:
             study.stop()
 
+    # Everything alive now (libraries, the base model, the tokenised data) lives as long as the
+    # search: keep it out of the garbage collections that every trial runs to free the sub-model.
+    gc.collect()
+    gc.freeze()
     try:
         study.optimize(run_trial, timeout=timeout, callbacks=[after_trial], gc_after_trial=False)
+    except KeyboardInterrupt:
+        # Optuna has marked the interrupted trial FAIL: queue its mask again, as for a killed one.
+        if current:
+            trial = study._storage.get_trial(current[0])
+            if trial.state == TrialState.FAIL:
+                _retry_trial(study, trial)
+        raise
     finally:
+        gc.unfreeze()
         bar.close()
 
 
@@ -699,7 +755,10 @@ def summarize(study: optuna.Study, storage: str) -> str:
         front = sorted(study.best_trials, key=lambda t: -t.values[0])
         lines.append(f"Pareto front (accuracy vs parameters): {len(front)} masks")
         lines.extend("  " + _describe(t) for t in front)
-    lines.append(f"Stored in: {storage}")
+    where = ""
+    if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
+        where = f" ({Path(storage[len('sqlite:///') :].split('?', 1)[0]).resolve()})"
+    lines.append(f"Stored in: {storage}{where}")
     lines.append(f"Dashboard: optuna-dashboard {storage}")
     return "\n".join(lines)
 

@@ -156,7 +156,7 @@ class ReportConfig:
         for name in ("train_size", "test_size", "max_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or \"all\", got {value!r}")
+                raise ValueError(f'{name} must be >= 1 or "all", got {value!r}')
         if not self.epochs > 0:
             raise ValueError(f"epochs must be > 0, got {self.epochs!r}")
 
@@ -187,7 +187,9 @@ class StudyConfig:
     def n_trials(self) -> int | None:
         """Total trials the study should hold (from ``n_trials`` or ``generations``)."""
         if self.search.generations is not None:
-            population = int(self.sampler.get("population_size", _sampler_default("population_size")))
+            population = int(
+                self.sampler.get("population_size", _sampler_default("population_size"))
+            )
             return self.search.generations * population
         return self.search.n_trials
 
@@ -277,7 +279,9 @@ def parse_study_config(raw: dict[str, Any], path: Path | None = None) -> StudyCo
             )
         if not isinstance(value, dict):
             raise StudyConfigError(f"{where}: {key} must be a [{key}] table, not a value")
-    sections = {name: _build(where, name, cls, raw.get(name, {})) for name, cls in _SECTIONS.items()}
+    sections = {
+        name: _build(where, name, cls, raw.get(name, {})) for name, cls in _SECTIONS.items()
+    }
     sampler = _sampler_kwargs(where, raw.get("sampler", {}))
     if path is not None:
         base = path.resolve().parent
@@ -375,7 +379,9 @@ def _sampler_kwargs(where: str, values: dict[str, Any]) -> dict[str, Any]:
     from alphanas_optuna.sampler import AlphaNASSampler
 
     params = [
-        p for p in _sampler_signature().parameters.values() if p.name not in ("self", "fallback_sampler")
+        p
+        for p in _sampler_signature().parameters.values()
+        if p.name not in ("self", "fallback_sampler")
     ]
     names = [p.name for p in params]
     for key in values:

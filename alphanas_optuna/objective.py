@@ -334,11 +334,14 @@ class AlphaNASObjective:
             shuffle=False,
         )
 
+        last_step = cfg.total_steps(len(train_dl))
+
         def on_evaluate(step: int, accuracy: float) -> None:
             if two_objectives:
                 return  # Optuna's pruners work on single-objective studies only.
             trial.report(accuracy, step)
-            if trial.should_prune():
+            # Pruning at the last evaluation would only throw the finished result away.
+            if step < last_step and trial.should_prune():
                 attrs["accuracy"] = accuracy
                 attrs["infeasible_reason"] = f"stopped by the pruner at step {step}"
                 attrs["pruned_at_step"] = step

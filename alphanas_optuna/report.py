@@ -681,8 +681,16 @@ class Table1:
         return "\n".join(lines)
 
 
-def build_table1(config: StudyConfig, storage: str, study_name: str) -> Table1:
+def build_table1(
+    config: StudyConfig,
+    storage: str,
+    study_name: str,
+    extra_masks: Sequence[tuple[str, str]] = (),
+) -> Table1:
     """Fine-tune the full model and the study's best mask with the ``[report]`` budget; test both.
+
+    ``extra_masks`` adds rows ``(label, mask)`` trained and tested the same way, e.g. a fixed
+    layer-dropping rule at the best mask's depth.
 
     The model is loaded once and each split tokenised once; both models train with the same
     settings and seed on the same data (see :func:`report_data_config` and
@@ -701,6 +709,7 @@ def build_table1(config: StudyConfig, storage: str, study_name: str) -> Table1:
     for label, mask in (
         ("full", setup.full_mask),
         (f"best (trial {setup.best.number})", best_mask),
+        *extra_masks,
     ):
         if mask in results:
             rows.append(dataclasses.replace(results[mask], label=label))

@@ -14,15 +14,17 @@ All state that another process needs lives in the storage:
 * ``AlphaNASSampler:parent:<g>`` (study system attribute): the trial ids of generation ``g``'s elites,
   written once by the first worker that needs them (:class:`~optuna.samplers.BaseGASampler`'s cache).
 
-The sampler keeps in memory only what it can rebuild from the storage (a digest of finished trials,
-so that an ``ask`` does not redo Python work for every finished trial), which is why a restarted
-process, or several processes on one storage, continue the same generations.
+The sampler keeps in memory only what it can rebuild from the storage (a digest of finished trials
+with the running sums of the surrogate model, and the model last fitted to them, so that an ``ask``
+does no Python work per finished trial), which is why a restarted process, or several processes on
+one storage, continue the same generations.
 
 This module imports only Optuna and NumPy.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from collections.abc import Sequence
@@ -51,9 +53,12 @@ _PENDING = (TrialState.RUNNING, TrialState.WAITING)
 # Up to this many layers, the nearest unevaluated mask is found by enumerating the whole space.
 _MAX_ENUMERATE_LAYERS = 20
 _MAX_REDRAWS = 64
-# Expected flipped bits of the candidates that the surrogate screens (wider than plain children: the
-# model, not the population, keeps the search local).
-_CANDIDATE_MUTATION_RATE = 3.0
+# The surrogate is fitted once this many evaluated masks are feasible (COMPLETE).
+_MIN_MODEL_DATA = 3
+# The surrogate handles masks as int64 (longer masks use the plain algorithm).
+_MAX_MODEL_LAYERS = 62
+# Attempts at claiming a mask that no other pending trial holds.
+_MAX_CLAIMS = 4
 
 
 @dataclass
@@ -63,8 +68,11 @@ class _StudyDigest:
     finished_ids: set[int] = field(default_factory=set)
     # Masks (as ints, bit i = layer i) of COMPLETE and PRUNED trials: never proposed again.
     evaluated: set[int] = field(default_factory=set)
-    # Evaluated trials in order: (trial id, mask int, mask length, values or None when pruned).
-    data: list[tuple[int, int, int, tuple[float, ...] | None]] = field(default_factory=list)
+    # Trials before this index (in trial-number order) are all finished and folded in.
+    scan_from: int = 0
+    # Per mask length: running moments of the evaluated masks, for the surrogate.
+    moments: dict[int, _MaskMoments] = field(default_factory=dict)
+    n_evaluated: int = 0
     # Number of evaluated (COMPLETE or PRUNED) trials per generation.
     generation_counts: dict[int, int] = field(default_factory=dict)
     # COMPLETE trial ids per generation: the candidates to become elites.
@@ -72,6 +80,9 @@ class _StudyDigest:
     n_layers: int | None = None
     trials_by_id: dict[int, FrozenTrial] = field(default_factory=dict)
     parent_ids: dict[int, list[int]] = field(default_factory=dict)
+    # The surrogate last fitted to ``data`` and the key it was fitted for.
+    model_key: tuple[Any, ...] | None = None
+    model: _Surrogate | None = None
 
 
 class _LazyBits(list):
@@ -83,31 +94,53 @@ class _Snapshot:
     digest: _StudyDigest
     pending: set[int]
     n_layers: int | None
+    # Whether any trial other than the asking one is running or waiting.
+    others_pending: bool = False
 
 
 class AlphaNASSampler(BaseGASampler):
     """Elitist evolutionary search over layer masks (AlphaNAS), with all state in the storage.
 
-    **Generation 0** proposes the full mask first (``include_full_mask``), then distinct random masks
-    in which every layer is kept with probability ``init_keep_prob`` (optionally tilted towards the
-    bottom layers by ``init_bottom_bias``). The all-zero mask is never proposed.
+    **Generation 0** proposes the full mask first (``include_full_mask``), then distinct masks in
+    which every layer is kept with probability ``init_keep_prob`` (optionally tilted towards the
+    bottom layers by ``init_bottom_bias``). The all-zero mask is never proposed. With
+    ``surrogate=False`` these are plain random draws. With the surrogate on (single-objective
+    studies), ``n_candidates`` masks are drawn from that distribution per proposal and one is
+    chosen: until three masks are feasible, the one farthest in Hamming distance from every mask
+    evaluated or pending other than the full mask (a space-filling design, origin ``"design"``); afterwards the one the
+    surrogate scores best (origin ``"screened"``).
 
     **Generation g > 0** has as elites the ``n_elites`` best feasible (COMPLETE) trials of all earlier
     generations: the best of generation ``g - 1`` together with generation ``g - 1``'s elites, so an
     elite survives without being trained again. A single-objective study ranks by value; a
     two-objective study (e.g. maximize accuracy, minimize parameters) by non-dominated rank, ties
-    broken by crowding distance. Each child copies one elite and flips bits: ``1 + Binomial(L - 1,
-    (mutation_rate - 1) / (L - 1))`` of its ``L`` bits, so every child flips at least one bit and
-    on average ``mutation_rate``.
+    broken by crowding distance. Each child copies one elite and flips bits.
 
-    **Choice of parent.** With ``surrogate=False`` (the plain algorithm) the parent is an elite drawn
-    uniformly at random and the first mutant not yet evaluated is proposed. With ``surrogate=True``
-    (single-objective studies) the sampler draws ``n_candidates`` distinct unevaluated mutants, each
-    from an elite drawn uniformly at random, fits a ridge regression of the objective value on the
-    evaluated masks (features: the bits and the products of neighbouring bits; pruned masks get a
-    value below the worst feasible one) and proposes the mutant with the best prediction. The
-    model only screens mutants of the elites; the population and elites stay those of the plain
-    algorithm.
+    **Choice of parent (plain, ``surrogate=False``, and every multi-objective study).** The parent
+    is an elite drawn uniformly at random; the child flips ``1 + Binomial(L - 1, (mutation_rate -
+    1) / (L - 1))`` of its ``L`` bits (at least one, ``mutation_rate`` on average); the first such
+    child not evaluated yet is proposed.
+
+    **Choice of parent (``surrogate=True``, single-objective studies; the default).** The
+    candidates are every unevaluated, non-pending mask within ``search_radius`` flips of some
+    elite (at most ``n_candidates`` of them, drawn at random when there are more); the surrogate
+    scores them all, the best is proposed, and its parent is the elite nearest to it (the better
+    ranked on ties). The surrogate, refitted whenever a trial finishes, has two parts:
+
+    * value: Bayesian ridge regression (prior precision 1) of the feasible masks' standardised
+      objective value on the bits and the products of neighbouring bits (neighbouring layers
+      interact most);
+    * feasibility: a ridge (linear probability) model of "not pruned" on the bits and a one-hot of
+      the number of kept layers, since pruning follows mostly from depth (too many parameters, or
+      too few layers to reach the accuracy threshold); a pruned mask contributes no value.
+
+    The score is constrained Thompson sampling: one draw of the value coefficients from their
+    posterior per proposal, and the candidate maximising P(feasible) × max(draw − best value so
+    far, 0) (if no candidate improves in the draw: P(feasible) × the drawn value). The posterior
+    draw explores where data are thin, and differs between workers. Both models are refitted from
+    running sums, so the cost of a proposal does not grow with the number of trials. The
+    population, its generations and the elites stay those of the plain algorithm: the model only
+    picks which child of the elites (or which initial mask) to evaluate next.
 
     **Pruned and failed trials.** A PRUNED trial (an infeasible mask) counts as evaluated: it fills
     its generation and its mask is never proposed again, but it is never an elite. A FAIL trial
@@ -117,8 +150,11 @@ class AlphaNASSampler(BaseGASampler):
     will evaluate (WAITING with fixed parameters), is not proposed while an unevaluated mask is
     reachable: the sampler re-draws and, failing that, takes the unevaluated mask nearest to an
     elite. Only when every mask has been evaluated does it repeat one (with a warning, once).
-    Several workers may still propose the same mask if they decide it at the same instant, and a
-    generation may overfill by up to the number of workers, as with NSGA-II.
+    When another worker may be deciding at the same time (other trials pending, or trials numbered
+    between this object's consecutive ones), the sampler re-reads the storage after writing its
+    proposal and, if another trial took the same mask meanwhile, gives it up and chooses again
+    (up to four tries); a duplicate then needs a race on that re-read too. A generation may
+    overfill by up to the number of workers, as with NSGA-II.
 
     **Mask length.** The sampler learns the number of layers from earlier trials (or from
     ``n_layers``). The first trial of a study is the full mask, whose length does not matter; with
@@ -134,9 +170,11 @@ class AlphaNASSampler(BaseGASampler):
             init_bottom_bias * (0.5 - i / (L - 1))``, clipped to [0.02, 0.98]. 0 (default) is the
             plain uniform initialisation.
         include_full_mask: Propose the full mask (all layers kept) first.
-        surrogate: Screen candidate children with a ridge-regression model of the evaluated masks
+        surrogate: Choose initial masks and children with the surrogate model described above
             (single-objective studies only). ``False`` gives the plain seed algorithm.
-        n_candidates: Children screened per proposal when ``surrogate`` is on (at least 1).
+        search_radius: With the surrogate, the candidate children are the masks within this many
+            flips of an elite (at least 1; ``mutation_rate`` applies to the plain algorithm).
+        n_candidates: Most masks the surrogate scores per proposal (at least 1).
         prefix: Parameter-name prefix of the mask bits (as given to ``suggest_mask``).
         n_layers: Number of encoder layers, if known; by default learnt from the trials.
         seed: Seed for the sampler's random numbers (and the default fallback sampler).
@@ -157,7 +195,8 @@ class AlphaNASSampler(BaseGASampler):
         init_bottom_bias: float = 0.0,
         include_full_mask: bool = True,
         surrogate: bool = True,
-        n_candidates: int = 64,
+        search_radius: int = 3,
+        n_candidates: int = 2048,
         prefix: str = DEFAULT_PREFIX,
         n_layers: int | None = None,
         seed: int | None = None,
@@ -185,6 +224,8 @@ class AlphaNASSampler(BaseGASampler):
             raise ValueError(f"include_full_mask must be a bool, got {include_full_mask!r}")
         if not isinstance(surrogate, bool):
             raise ValueError(f"surrogate must be a bool, got {surrogate!r}")
+        if not _is_int(search_radius) or search_radius < 1:
+            raise ValueError(f"search_radius must be an integer >= 1, got {search_radius!r}")
         if not _is_int(n_candidates) or n_candidates < 1:
             raise ValueError(f"n_candidates must be an integer >= 1, got {n_candidates!r}")
         if not isinstance(prefix, str) or not prefix:
@@ -206,7 +247,7 @@ class AlphaNASSampler(BaseGASampler):
         self._include_full_mask = include_full_mask
         self._surrogate = surrogate
         self._n_candidates = int(n_candidates)
-        self._candidate_rate = _CANDIDATE_MUTATION_RATE
+        self._search_radius = int(search_radius)
         self._prefix = prefix
         self._n_layers = None if n_layers is None else int(n_layers)
         self._rng = LazyRandomState(seed)
@@ -217,6 +258,8 @@ class AlphaNASSampler(BaseGASampler):
         # Masks decided for trials this process is running: trial id -> bits (or a lazy list).
         self._decided: dict[int, list[int] | str] = {}
         self._warned_exhausted = False
+        # Number of the last trial this object decided a mask for, per study (a hint only).
+        self._last_numbers: dict[tuple[int, int], int] = {}
 
     # ----------------------------------------------------------------------------------------------
     # Public helpers
@@ -389,14 +432,15 @@ class AlphaNASSampler(BaseGASampler):
             )
         rng = self._rng.rng
         taken = snapshot.digest.evaluated | snapshot.pending
-        parent: FrozenTrial | None = None
-        mask: int | None = None
-        origin = "random"
 
         if n is None:
-            # Nothing tells us the mask length yet: the full mask works for any length; otherwise
-            # draw bits one at a time as the objective asks for them.
-            decided: list[int] | str = "full" if self._include_full_mask else _LazyBits()
+            # Nothing tells us the mask length yet: the full mask works for any length (unless
+            # another pending trial has it); otherwise draw bits one at a time as the objective
+            # asks for them.
+            full_first = self._include_full_mask and not (
+                snapshot.others_pending and self._full_claimed_elsewhere(study, trial)
+            )
+            decided: list[int] | str = "full" if full_first else _LazyBits()
             self._decided[trial._trial_id] = decided
             study._storage.set_trial_system_attr(
                 trial._trial_id,
@@ -406,7 +450,7 @@ class AlphaNASSampler(BaseGASampler):
             return decided
 
         full = (1 << n) - 1
-        exhausted = len({m for m in taken if 0 < m <= full}) >= full
+        exhausted = len(taken) >= full and len({m for m in taken if 0 < m <= full}) >= full
         if exhausted and not self._warned_exhausted:
             self._warned_exhausted = True
             _logger.warning(
@@ -416,33 +460,91 @@ class AlphaNASSampler(BaseGASampler):
         if exhausted:
             taken = set()
 
+        # Another worker (process or thread) may be deciding masks at the same time when other
+        # trials are pending, or when this object's previous trial in the study was not the one
+        # just before. Only then is the claim below checked (it costs a storage read).
+        study_key = (id(study._storage), study._study_id)
+        previous = self._last_numbers.get(study_key)
+        self._last_numbers[study_key] = trial.number
+        shared = snapshot.others_pending or previous is None or trial.number != previous + 1
+        for attempt in range(_MAX_CLAIMS):
+            mask, origin, parent = self._choose(study, snapshot, generation, n, taken, rng)
+            if exhausted:
+                origin += " (repeat)"
+            bits = [(mask >> i) & 1 for i in range(n)]
+            self._decided[trial._trial_id] = bits
+            study._storage.set_trial_system_attr(
+                trial._trial_id,
+                self.proposal_key(),
+                {
+                    "mask": format_mask(bits),
+                    "origin": origin,
+                    "parent": None if parent is None else parent.number,
+                },
+            )
+            # Optimistic claim: check that no other trial (another worker's, say) took the same
+            # mask since the snapshot; if one did, give it up and choose again.
+            if exhausted or attempt == _MAX_CLAIMS - 1 or not shared:
+                break
+            if not self._claimed_elsewhere(study, trial, mask, snapshot.digest):
+                break
+            taken = taken | {mask}
+        return bits
+
+    def _choose(
+        self,
+        study: Study,
+        snapshot: _Snapshot,
+        generation: int,
+        n: int,
+        taken: set[int],
+        rng: np.random.RandomState,
+    ) -> tuple[int, str, FrozenTrial | None]:
+        full = (1 << n) - 1
+        mask: int | None = None
+        parent: FrozenTrial | None = None
+        origin = "random"
         if generation == 0 and self._include_full_mask and full not in taken:
-            mask, origin = full, "full"
-        elif generation > 0:
+            return full, "full", None
+        if generation > 0:
             elites = self.get_parent_population(study, generation)
-            elites = [e for e in elites if self._mask_of(e) is not None]
             elites = [e for e in elites if len(self._mask_of(e) or ()) == n]
             if elites:
                 mask, parent = self._child(study, snapshot, elites, n, taken, rng)
                 origin = "child"
+        if mask is None and self._uses_model(study) and n <= _MAX_MODEL_LAYERS:
+            mask, origin = self._initial(study, snapshot, n, taken, rng)
         if mask is None:
             mask = self._random_mask(n, taken, rng)
             origin = "random"
-        if exhausted:
-            origin += " (repeat)"
+        return mask, origin, parent
 
-        bits = [(mask >> i) & 1 for i in range(n)]
-        self._decided[trial._trial_id] = bits
-        study._storage.set_trial_system_attr(
-            trial._trial_id,
-            self.proposal_key(),
-            {
-                "mask": format_mask(bits),
-                "origin": origin,
-                "parent": None if parent is None else parent.number,
-            },
-        )
-        return bits
+    def _full_claimed_elsewhere(self, study: Study, trial: FrozenTrial) -> bool:
+        """Whether another pending trial was given the full mask before its length was known."""
+        others = study._storage.get_all_trials(study._study_id, deepcopy=False, states=_PENDING)
+        for t in others:
+            proposal = t.system_attrs.get(self.proposal_key(), None)
+            if t._trial_id != trial._trial_id and isinstance(proposal, dict):
+                if proposal.get("origin") == "full":
+                    return True
+        return False
+
+    def _claimed_elsewhere(
+        self, study: Study, trial: FrozenTrial, mask: int, digest: _StudyDigest
+    ) -> bool:
+        """Whether another trial not yet folded into the digest holds ``mask`` now (read fresh
+        from the storage): it is running or waiting, or was evaluated since the snapshot."""
+        trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
+        start = digest.scan_from if digest.scan_from <= len(trials) else 0
+        for t in trials[start:]:
+            if t._trial_id == trial._trial_id or t._trial_id in digest.finished_ids:
+                continue
+            if t.state not in _PENDING and t.state not in _EVALUATED:
+                continue
+            other = self._mask_of(t)
+            if other is not None and _to_int(other) == mask:
+                return True
+        return False
 
     def _child(
         self,
@@ -454,35 +556,79 @@ class AlphaNASSampler(BaseGASampler):
         rng: np.random.RandomState,
     ) -> tuple[int, FrozenTrial]:
         elite_masks = [_to_int(self._mask_of(e) or ()) for e in elites]
-        use_model = self._surrogate and len(study.directions) == 1
-        want = self._n_candidates if use_model else 1
-        candidates: list[tuple[int, int]] = []  # (mask, elite index)
-        seen: set[int] = set()
-        attempts = _MAX_REDRAWS if want == 1 else 4 * want
-        for _ in range(attempts):
+        if self._uses_model(study) and n <= _MAX_MODEL_LAYERS:
+            model = self._model(snapshot.digest, study.directions[0], n)
+            if model is not None:
+                candidates, parents = _neighbourhood(
+                    elite_masks, n, self._search_radius, taken, self._n_candidates, rng
+                )
+                if len(candidates):
+                    best = int(np.argmax(model.acquisition(candidates, rng)))
+                    return int(candidates[best]), elites[int(parents[best])]
+        candidate: int | None = None
+        k = 0
+        for _ in range(_MAX_REDRAWS):
             k = int(rng.randint(len(elites)))
-            rate = max(self._mutation_rate, self._candidate_rate) if use_model else None
-            child = elite_masks[k] ^ self._flip_pattern(n, rng, rate)
-            if child == 0 or child in taken or child in seen:
-                continue
-            seen.add(child)
-            candidates.append((child, k))
-            if len(candidates) >= want:
+            child = elite_masks[k] ^ self._flip_pattern(n, rng)
+            if child != 0 and child not in taken:
+                candidate = child
                 break
-        if not candidates:
+        if candidate is None:
             k = int(rng.randint(len(elites)))
-            return self._nearest_free(elite_masks[k], n, taken, rng), elites[k]
-        if len(candidates) == 1 or not use_model:
-            child, k = candidates[0]
-            return child, elites[k]
-        scores = self._predict(
-            snapshot.digest, study.directions[0], n, [c for c, _ in candidates], rng
-        )
-        if scores is None:
-            child, k = candidates[0]
-        else:
-            child, k = candidates[int(np.argmax(scores))]
-        return child, elites[k]
+            candidate = self._nearest_free(elite_masks[k], n, taken, rng)
+        return candidate, elites[k]
+
+    def _uses_model(self, study: Study) -> bool:
+        return self._surrogate and len(study.directions) == 1
+
+    def _initial(
+        self,
+        study: Study,
+        snapshot: _Snapshot,
+        n: int,
+        taken: set[int],
+        rng: np.random.RandomState,
+    ) -> tuple[int, str]:
+        """A generation-0 mask with the surrogate on: a space-filling design, then screened draws.
+
+        Candidates are ``n_candidates`` draws from the initial distribution (``init_keep_prob``,
+        ``init_bottom_bias``). Until the model has enough data, the candidate farthest (in Hamming
+        distance) from every evaluated or pending mask is taken; afterwards the one with the best
+        acquisition score.
+        """
+        probs = self._keep_probs(n)
+        draws = rng.random_sample((self._n_candidates, n)) < probs
+        candidates = np.unique(draws.astype(np.int64) @ (1 << np.arange(n, dtype=np.int64)))
+        candidates = candidates[candidates != 0]
+        if taken:
+            blocked = np.fromiter(taken, dtype=np.int64, count=len(taken))
+            candidates = candidates[~np.isin(candidates, blocked)]
+        if len(candidates) == 0:
+            return self._random_mask(n, taken, rng), "random"
+        candidates = rng.permutation(candidates)
+        model = self._model(snapshot.digest, study.directions[0], n)
+        if model is None:
+            full = (1 << n) - 1
+            others = [m for m in taken if 0 < m <= full and m != full]
+            if not others:
+                return int(candidates[0]), "design"
+            others_arr = np.array(others, dtype=np.int64)
+            distance = _popcount(candidates[:, None] ^ others_arr[None, :]).min(axis=1)
+            return int(candidates[int(np.argmax(distance))]), "design"
+        return int(candidates[int(np.argmax(model.acquisition(candidates, rng)))]), "screened"
+
+    def _model(self, digest: _StudyDigest, direction: StudyDirection, n: int) -> _Surrogate | None:
+        """The surrogate fitted to the digest's evaluated masks of length ``n`` (memoised per
+        number of evaluated trials), or None while fewer than ``_MIN_MODEL_DATA`` are feasible."""
+        key = (digest.n_evaluated, n, direction)
+        if digest.model_key == key:
+            return digest.model
+        moments = digest.moments.get(n)
+        sign = 1.0 if direction == StudyDirection.MAXIMIZE else -1.0
+        model = None if moments is None else _Surrogate.fit(moments, sign)
+        digest.model_key = key
+        digest.model = model
+        return model
 
     def _flip_pattern(self, n: int, rng: np.random.RandomState, rate: float | None = None) -> int:
         rate = self._mutation_rate if rate is None else rate
@@ -532,50 +678,6 @@ class AlphaNASSampler(BaseGASampler):
                 return candidate
         return mask if 0 < mask <= full else full
 
-    def _predict(
-        self,
-        digest: _StudyDigest,
-        direction: StudyDirection,
-        n: int,
-        candidates: list[int],
-        rng: np.random.RandomState,
-    ) -> np.ndarray | None:
-        """Ridge-regression scores (higher is better) of candidate masks, or None if too few data."""
-        rows = [(m, v) for _, m, length, v in digest.data if length == n]
-        values = np.array([v[0] for _, v in rows if v is not None], dtype=float)
-        values = values[np.isfinite(values)]
-        if len(values) < 3:
-            return None
-        sign = 1.0 if direction == StudyDirection.MAXIMIZE else -1.0
-        ys = []
-        masks = []
-        spread = float(values.max() - values.min()) or 1.0
-        worst = float((sign * values).min())
-        for m, v in rows:
-            if v is None:
-                y = worst - 0.5 * spread
-            elif not math.isfinite(v[0]):
-                continue
-            else:
-                y = sign * v[0]
-            masks.append(m)
-            ys.append(y)
-        x = _features(np.array(masks, dtype=np.int64), n)
-        y = np.array(ys)
-        mean = y.mean()
-        scale = y.std() or 1.0
-        y = (y - mean) / scale
-        x_mean = x.mean(axis=0)
-        xc = x - x_mean
-        gram = xc.T @ xc + 1.0 * np.eye(x.shape[1])
-        coef = np.linalg.solve(gram, xc.T @ y)
-        # Thompson sampling from the Bayesian ridge posterior: explores where data are thin.
-        resid = y - xc @ coef
-        noise = max(float(resid @ resid) / max(len(y) - 1, 1), 0.05)
-        cov = noise * np.linalg.inv(gram)
-        coef = rng.multivariate_normal(coef, (cov + cov.T) / 2)
-        return (_features(np.array(candidates, dtype=np.int64), n) - x_mean) @ coef
-
     # ----------------------------------------------------------------------------------------------
     # Reading the storage
 
@@ -597,18 +699,34 @@ class AlphaNASSampler(BaseGASampler):
             n_pending: int | None = None
             gen_key = self._get_generation_key()
             own_id = None if trial is None else trial._trial_id
-            for t in study._get_trials(deepcopy=False, use_cache=True):
+            trials = study._get_trials(deepcopy=False, use_cache=True)
+            start = digest.scan_from
+            if start > len(trials) or (start and trials[start - 1].number != start - 1):
+                start = 0  # Not the numbering the shortcut relies on: scan everything.
+            prefix_done = True
+            others_pending = False
+            for index in range(start, len(trials)):
+                t = trials[index]
                 tid = t._trial_id
-                if tid in digest.finished_ids or tid == own_id:
+                if tid in digest.finished_ids:
+                    if prefix_done:
+                        digest.scan_from = index + 1
+                    continue
+                if tid == own_id:
+                    prefix_done = False
                     continue
                 state = t.state
                 if state in _PENDING:
+                    prefix_done = False
+                    others_pending = True
                     mask = self._mask_of(t)
                     if mask is not None:
                         pending.add(_to_int(mask))
                         n_pending = max(n_pending or 0, len(mask))
                     continue
                 digest.finished_ids.add(tid)
+                if prefix_done and t.number == index:
+                    digest.scan_from = index + 1
                 if state not in _EVALUATED:
                     continue  # FAIL: counts for nothing.
                 mask = self._mask_of(t)
@@ -619,7 +737,12 @@ class AlphaNASSampler(BaseGASampler):
                 digest.n_layers = len(mask)
                 digest.trials_by_id[tid] = t
                 values = tuple(t.values) if state == TrialState.COMPLETE else None
-                digest.data.append((tid, m, len(mask), values))
+                digest.n_evaluated += 1
+                if len(mask) <= _MAX_MODEL_LAYERS:
+                    moments = digest.moments.get(len(mask))
+                    if moments is None:
+                        moments = digest.moments[len(mask)] = _MaskMoments(len(mask))
+                    moments.add(m, None if values is None else values[0])
                 generation = t.system_attrs.get(gen_key, None)
                 if generation is not None:
                     generation = int(generation)
@@ -629,7 +752,9 @@ class AlphaNASSampler(BaseGASampler):
                     if values is not None:
                         digest.complete_by_generation.setdefault(generation, []).append(tid)
             n_layers = self._n_layers or digest.n_layers or n_pending
-            return _Snapshot(digest=digest, pending=pending, n_layers=n_layers)
+            return _Snapshot(
+                digest=digest, pending=pending, n_layers=n_layers, others_pending=others_pending
+            )
 
     def _mask_of(self, trial: FrozenTrial) -> tuple[int, ...] | None:
         """A trial's mask: its proposal, else its parameters, else its fixed (enqueued) ones."""
@@ -806,3 +931,176 @@ def _is_int(value: Any) -> bool:
 
 def _is_real(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+class _Moments:
+    """Running sums of a ridge regression's data: enough to refit it in O(d^3), whatever the
+    number of rows."""
+
+    def __init__(self, d: int) -> None:
+        self.count = 0
+        self.sx = np.zeros(d)
+        self.sxx = np.zeros((d, d))
+        self.sy = 0.0
+        self.syy = 0.0
+        self.sxy = np.zeros(d)
+        self.y_max = -math.inf
+        self.y_min = math.inf
+
+    def add(self, x: np.ndarray, y: float) -> None:
+        self.count += 1
+        self.sx += x
+        self.sxx += np.outer(x, x)
+        self.sy += y
+        self.syy += y * y
+        self.sxy += x * y
+        self.y_max = max(self.y_max, y)
+        self.y_min = min(self.y_min, y)
+
+    def ridge(
+        self, sign: float = 1.0, prior: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, float]:
+        """Bayesian ridge on centred features and standardised ``sign * y``, prior precision
+        ``prior``: (feature means, posterior mean, posterior covariance, y mean, y scale, best
+        standardised y)."""
+        m = self.count
+        x_mean = self.sx / m
+        y_mean = sign * self.sy / m
+        var = max(self.syy / m - y_mean * y_mean, 0.0)
+        scale = math.sqrt(var) if var > 1e-24 else 1.0
+        gram = self.sxx - m * np.outer(x_mean, x_mean) + prior * np.eye(len(x_mean))
+        xty = (sign * self.sxy - m * x_mean * y_mean) / scale
+        gram_inv = np.linalg.inv(gram)
+        coef = gram_inv @ xty
+        yty = (self.syy - m * y_mean * y_mean) / (scale * scale)
+        centred = gram - prior * np.eye(len(x_mean))
+        rss = max(yty - 2.0 * coef @ xty + coef @ centred @ coef, 0.0)
+        noise = max(rss / max(m - 1, 1), 0.05)
+        best = ((self.y_max if sign > 0 else -self.y_min) - y_mean) / scale
+        return x_mean, coef, noise * gram_inv, y_mean, scale, best
+
+
+class _MaskMoments:
+    """The surrogate's data for masks of one length, folded in one trial at a time."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.value = _Moments(2 * n - 1 if n > 1 else n)
+        self.feasible = _Moments(2 * n + 1)
+        self.n_pruned = 0
+
+    def add(self, mask: int, value: float | None) -> None:
+        masks = np.array([mask], dtype=np.int64)
+        self.feasible.add(_feasibility_features(masks, self.n)[0], 0.0 if value is None else 1.0)
+        if value is None:
+            self.n_pruned += 1
+        elif math.isfinite(value):
+            self.value.add(_features(masks, self.n)[0], value)
+
+
+class _Surrogate:
+    """A cheap model of the evaluated masks of one length: value and feasibility.
+
+    * Value: Bayesian ridge regression (prior precision 1) of the feasible masks' standardised
+      objective value (sign-adjusted so that higher is better) on the bits and the products of
+      neighbouring bits.
+    * Feasibility: ridge regression (a linear probability model) of "not pruned" on the bits and a
+      one-hot of the number of kept layers, since pruning mostly follows from depth (too many
+      parameters, or too few layers for the accuracy threshold); clipped to [0.01, 1].
+
+    Both are refitted from running sums (:class:`_Moments`), so a refit costs the same with ten
+    or ten thousand trials. ``acquisition`` is constrained Thompson sampling: one draw of the value
+    coefficients from the posterior, scored as the probability of feasibility times the draw's
+    improvement over the best feasible value so far (or, when no candidate improves in this draw,
+    the feasibility-weighted value).
+    """
+
+    def __init__(self, moments: _MaskMoments, sign: float) -> None:
+        self.n = moments.n
+        self.x_mean, self.coef, cov, _, _, self.best = moments.value.ridge(sign)
+        self.cov_chol = np.linalg.cholesky((cov + cov.T) / 2 + 1e-12 * np.eye(len(cov)))
+        self.feasibility: tuple[np.ndarray, np.ndarray, float] | None = None
+        if moments.n_pruned:
+            f_mean, f_coef, _, f_y_mean, f_scale, _ = moments.feasible.ridge()
+            self.feasibility = (f_mean, f_coef * f_scale, f_y_mean)
+
+    @classmethod
+    def fit(cls, moments: _MaskMoments, sign: float) -> _Surrogate | None:
+        if moments.value.count < _MIN_MODEL_DATA:
+            return None
+        return cls(moments, sign)
+
+    def p_feasible(self, candidates: np.ndarray) -> np.ndarray:
+        if self.feasibility is None:
+            return np.ones(len(candidates))
+        f_mean, f_coef, f_y_mean = self.feasibility
+        p = f_y_mean + (_feasibility_features(candidates, self.n) - f_mean) @ f_coef
+        return np.clip(p, 0.01, 1.0)
+
+    def acquisition(self, candidates: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+        coef = self.coef + self.cov_chol @ rng.standard_normal(len(self.coef))
+        value = (_features(candidates, self.n) - self.x_mean) @ coef
+        p = self.p_feasible(candidates)
+        improvement = p * np.maximum(value - self.best, 0.0)
+        if improvement.max() > 0:
+            return improvement
+        return p * (value - value.min() + 1e-9)
+
+
+def _feasibility_features(masks: np.ndarray, n: int) -> np.ndarray:
+    bits = ((masks[:, None] >> np.arange(n)) & 1).astype(float)
+    depth = bits.sum(axis=1).astype(int)
+    onehot = np.zeros((len(masks), n + 1))
+    onehot[np.arange(len(masks)), depth] = 1.0
+    return np.concatenate([bits, onehot], axis=1)
+
+
+_PATTERNS: dict[tuple[int, int], np.ndarray] = {}
+# Above this many flip patterns per elite, the neighbourhood is sampled, not enumerated.
+_MAX_PATTERNS = 8192
+
+
+def _flip_patterns(n: int, radius: int) -> np.ndarray | None:
+    """Every n-bit pattern with 1..radius bits set (None when there are too many)."""
+    key = (n, radius)
+    if key not in _PATTERNS:
+        if sum(math.comb(n, r) for r in range(1, radius + 1)) > _MAX_PATTERNS:
+            return None
+        out = []
+        for r in range(1, radius + 1):
+            for combo in itertools.combinations(range(n), r):
+                out.append(sum(1 << i for i in combo))
+        _PATTERNS[key] = np.array(out, dtype=np.int64)
+    return _PATTERNS[key]
+
+
+def _neighbourhood(
+    elite_masks: list[int],
+    n: int,
+    radius: int,
+    taken: set[int],
+    limit: int,
+    rng: np.random.RandomState,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unevaluated non-zero masks within ``radius`` flips of an elite, and for each the index of
+    the nearest elite (the better-ranked on ties); at most ``limit``, drawn at random."""
+    elites = np.array(elite_masks, dtype=np.int64)
+    patterns = _flip_patterns(n, radius)
+    if patterns is None:
+        k = rng.randint(len(elites), size=limit)
+        flips = rng.randint(1, radius + 1, size=limit)
+        patterns_drawn = np.array(
+            [sum(1 << int(i) for i in rng.choice(n, size=f, replace=False)) for f in flips],
+            dtype=np.int64,
+        )
+        candidates = np.unique(elites[k] ^ patterns_drawn)
+    else:
+        candidates = np.unique((elites[:, None] ^ patterns[None, :]).ravel())
+    candidates = candidates[candidates != 0]
+    if taken:
+        blocked = np.fromiter(taken, dtype=np.int64, count=len(taken))
+        candidates = candidates[~np.isin(candidates, blocked)]
+    if len(candidates) > limit:
+        candidates = rng.choice(candidates, size=limit, replace=False)
+    distance = _popcount(candidates[:, None] ^ elites[None, :])
+    return candidates, np.argmin(distance, axis=1)

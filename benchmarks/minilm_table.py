@@ -108,14 +108,21 @@ def main(argv: list[str] | None = None) -> int:
         masks = all_masks(objective.n_layers)
         if i > 0:
             masks = [m for m in masks if sum(m) <= args.second_seed_max_layers]
-        study = optuna.create_study(direction="maximize")
+        study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
         for mask in masks:
             key = format_mask(mask)
             if (key, seed) in done:
                 continue
             study.enqueue_trial({f"layer_{j:02d}": b for j, b in enumerate(mask)})
             study.optimize(objective, n_trials=1)
-            ua = study.trials[-1].user_attrs
+            trial = study.trials[-1]
+            ua = trial.user_attrs
+            if ua.get("accuracy") is None:
+                print(
+                    f"seed {seed} mask {key}: {trial.state.name} {ua.get('fail_reason')}",
+                    flush=True,
+                )
+                continue
             row = [
                 key,
                 sum(mask),

@@ -335,7 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.skip_synthetic:
             landscapes = []
         if args.table.exists():
-            landscapes.append(table_landscape(args.table))
+            try:
+                landscapes.append(table_landscape(args.table))
+            except ValueError as error:  # Still being measured: some masks are missing.
+                print(f"incomplete table, skipping landscape (b): {error}", file=sys.stderr)
         else:
             print(f"no measured table at {args.table}: skipping landscape (b)", file=sys.stderr)
         results = evaluate(landscapes, samplers, seeds, args.n_trials, args.lam)

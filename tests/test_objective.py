@@ -274,3 +274,29 @@ def test_label_out_of_range_names_num_labels() -> None:
         TrainingConfig(learning_rate=0)
     with pytest.raises(ValueError, match="mixed_precision"):
         TrainingConfig(mixed_precision="fp8")
+
+
+def test_the_last_evaluation_is_reported_but_never_pruned() -> None:
+    objective = _objective(
+        training=TrainingConfig(
+            epochs=2, learning_rate=1e-6, batch_size=16, evaluations=2, freeze_embeddings=False
+        ),
+        fitness=FitnessConfig(min_accuracy=0.0),
+    )
+    study = _study(pruner=optuna.pruners.ThresholdPruner(lower=0.99))
+    study.enqueue_trial(_mask_params("111"))
+    study.optimize(objective, n_trials=1)
+    t = study.trials[0]
+    # Pruned at the first of two evaluation points (step 6 of 12), not at the last.
+    assert t.user_attrs["pruned_at_step"] == 6
+
+    single = _objective(
+        training=TrainingConfig(epochs=1, learning_rate=1e-6, batch_size=16, evaluations=1),
+        fitness=FitnessConfig(min_accuracy=0.0),
+    )
+    study = _study(pruner=optuna.pruners.ThresholdPruner(lower=0.99))
+    study.enqueue_trial(_mask_params("111"))
+    study.optimize(single, n_trials=1)
+    t = study.trials[0]
+    assert t.state == TrialState.COMPLETE
+    assert t.intermediate_values == {6: t.user_attrs["accuracy"]}

@@ -108,11 +108,17 @@ def test_include_full_mask_false_and_unknown_length_keeps_layer_zero() -> None:
 
 def test_init_keep_prob_and_bottom_bias_shape_generation_zero() -> None:
     study = _run(
-        40, n_layers=10, seed=0, population_size=40, init_keep_prob=0.5, init_bottom_bias=1.0
+        40,
+        n_layers=10,
+        seed=0,
+        population_size=40,
+        init_keep_prob=0.5,
+        init_bottom_bias=1.0,
+        surrogate=False,
     )
     bits = np.array([[int(c) for c in m] for m in _masks(study)[1:]])
     assert bits[:, :3].mean() > 0.75 and bits[:, -3:].mean() < 0.25
-    sparse = _run(30, n_layers=10, seed=0, population_size=30, init_keep_prob=0.2)
+    sparse = _run(30, n_layers=10, seed=0, population_size=30, init_keep_prob=0.2, surrogate=False)
     assert np.array([[int(c) for c in m] for m in _masks(sparse)[1:]]).mean() < 0.35
 
 
@@ -317,6 +323,8 @@ BAD_ARGUMENTS = [
     ({"include_full_mask": 1}, "include_full_mask"),
     ({"surrogate": "yes"}, "surrogate"),
     ({"n_candidates": 0}, "n_candidates"),
+    ({"search_radius": 0}, "search_radius"),
+    ({"search_radius": 1.5}, "search_radius"),
     ({"prefix": ""}, "prefix"),
     ({"prefix": 3}, "prefix"),
     ({"n_layers": 0}, "n_layers"),
@@ -403,3 +411,138 @@ def test_three_processes_share_one_journal_storage(tmp_path: Path) -> None:
     assert max(generations) >= 2
     for g in set(generations):
         assert generations.count(g) <= 10 + 3  # Overfill bounded by the number of workers.
+
+
+# --------------------------------------------------------------------------------------------------
+# The surrogate (default) path
+
+
+def test_surrogate_generation_zero_is_a_design_then_screened() -> None:
+    study = _run(10, seed=4)
+    origins = [t.system_attrs[PROPOSAL]["origin"] for t in study.trials]
+    # The full mask is pruned by _objective; three feasible masks are needed to fit the model.
+    assert origins[:4] == ["full", "design", "design", "design"]
+    assert set(origins[4:]) == {"screened"}
+    assert all(t.system_attrs[GEN] == 0 for t in study.trials)
+    design = [np.array([int(c) for c in m]) for m in _masks(study)[1:4]]
+    # Space-filling: each design mask is far from the earlier ones (8 layers).
+    assert int(np.abs(design[0] - design[1]).sum()) >= 6
+    assert min(int(np.abs(design[2] - d).sum()) for d in design[:2]) >= 3
+    assert len(set(_masks(study))) == 10
+
+
+def test_surrogate_children_lie_within_search_radius() -> None:
+    study = _run(50, n_layers=10, seed=1, search_radius=2)
+    by_number = {t.number: t for t in study.trials}
+    children = [t for t in study.trials if t.system_attrs[PROPOSAL]["origin"] == "child"]
+    assert len(children) == 40
+    attrs = _study_attrs(study)
+    for child in children:
+        parent = by_number[child.system_attrs[PROPOSAL]["parent"]]
+        assert parent._trial_id in attrs[f"AlphaNASSampler:parent:{child.system_attrs[GEN]}"]
+        flipped = sum(a != b for a, b in zip(_mask(child), _mask(parent), strict=True))
+        assert 1 <= flipped <= 2
+
+
+def test_running_sums_give_the_batch_ridge_fit() -> None:
+    from alphanas_optuna.sampler import _features, _Moments
+
+    rng = np.random.default_rng(0)
+    masks = rng.integers(1, 2**6, 40)
+    x = _features(masks, 6)
+    y = x @ rng.normal(size=x.shape[1]) + rng.normal(0, 0.1, len(masks))
+    moments = _Moments(x.shape[1])
+    for row, value in zip(x, y, strict=True):
+        moments.add(row, float(value))
+    for sign in (1.0, -1.0):
+        x_mean, coef, cov, y_mean, scale, best = moments.ridge(sign)
+        ys = (sign * y - (sign * y).mean()) / (sign * y).std()
+        xc = x - x.mean(axis=0)
+        gram = xc.T @ xc + np.eye(x.shape[1])
+        expected = np.linalg.solve(gram, xc.T @ ys)
+        np.testing.assert_allclose(coef, expected, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(x_mean, x.mean(axis=0))
+        assert y_mean == pytest.approx((sign * y).mean())
+        assert scale == pytest.approx(y.std())
+        assert best == pytest.approx(ys.max())
+        resid = ys - xc @ expected
+        noise = max(float(resid @ resid) / (len(ys) - 1), 0.05)
+        np.testing.assert_allclose(cov, noise * np.linalg.inv(gram), rtol=1e-6, atol=1e-12)
+
+
+def test_feasibility_model_learns_that_deep_masks_are_pruned() -> None:
+    from alphanas_optuna.sampler import _MaskMoments, _Surrogate
+
+    rng = np.random.default_rng(1)
+    moments = _MaskMoments(8)
+    for m in rng.permutation(np.arange(1, 256))[:80]:
+        depth = bin(int(m)).count("1")
+        moments.add(int(m), None if depth >= 6 else float(depth))
+    model = _Surrogate.fit(moments, 1.0)
+    assert model is not None
+    deep = np.array([0b01111111, 0b11111101, 0b11101111], dtype=np.int64)
+    shallow = np.array([0b00001111, 0b01010101, 0b11100001], dtype=np.int64)
+    assert model.p_feasible(deep).max() < 0.2
+    assert model.p_feasible(shallow).min() > 0.8
+
+
+def test_surrogate_wastes_fewer_trials_on_infeasible_masks_than_plain() -> None:
+    def objective(trial: optuna.Trial) -> float:
+        mask = suggest_mask(trial, 10)
+        if sum(mask) >= 7:  # Too big.
+            raise optuna.TrialPruned()
+        return float(np.dot(WEIGHTS, mask))
+
+    def n_pruned(surrogate: bool) -> int:
+        total = 0
+        for seed in range(3):
+            sampler = AlphaNASSampler(seed=seed, surrogate=surrogate)
+            study = optuna.create_study(direction="maximize", sampler=sampler)
+            study.optimize(objective, n_trials=40)
+            total += sum(t.state == TrialState.PRUNED for t in study.trials)
+        return total
+
+    assert n_pruned(True) < n_pruned(False)
+
+
+def test_a_mask_claimed_by_another_trial_meanwhile_is_given_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sampler = AlphaNASSampler(seed=0)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(_objective(), n_trials=12)
+    claims: list[int] = []
+
+    def claimed_once(study: Any, trial: Any, mask: int, digest: Any) -> bool:
+        claims.append(mask)
+        return len(claims) == 1  # Another worker took the first choice.
+
+    monkeypatch.setattr(sampler, "_claimed_elsewhere", claimed_once)
+    sampler._last_numbers.clear()  # As if this were a new worker: the claim is checked.
+    trial = study.ask()
+    mask = suggest_mask(trial, 8)
+    assert len(claims) == 2 and claims[0] != claims[1]
+    from alphanas_optuna.sampler import _to_int
+
+    assert _to_int(mask) == claims[1]
+    stored = study._storage.get_trial(trial._trial_id).system_attrs[PROPOSAL]["mask"]
+    assert stored == format_mask(mask)
+
+
+def test_a_single_worker_does_not_reread_the_storage_per_ask(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sampler = AlphaNASSampler(seed=0)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    calls: list[int] = []
+    original = sampler._claimed_elsewhere
+
+    def counting(*args: Any) -> bool:
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(sampler, "_claimed_elsewhere", counting)
+    study.optimize(_objective(), n_trials=20)
+    assert len(calls) <= 1  # Only the first ask of this object checks its claim.
+    digest = next(iter(sampler._digests.values()))
+    assert digest.scan_from == 19  # Trials finished before the last ask are never rescanned.

