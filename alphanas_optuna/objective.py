@@ -381,8 +381,13 @@ class AlphaNASObjective:
         raise optuna.TrialPruned(reason)
 
     def _cleanup(self) -> None:
+        # free_memory drops the Accelerator's references and empties the CUDA cache; a full
+        # collection only pays off where device memory is at stake.
         self.accelerator.free_memory()
-        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            gc.collect()
 
     def _fidelity_key(self) -> str:
         """Identifies the settings a trial's accuracy depends on (reuse needs them equal)."""

@@ -17,18 +17,6 @@ from alphanas_optuna.config import load_study_config
 EVALUATED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: the tests share two cores with other work (oversubscribed OpenMP threads
-    spin and slow everything down)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def study_dir(tiny_study: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The tiny study's folder, made the current directory (where the default storage goes)."""

