@@ -19,6 +19,7 @@ import math
 import os
 import socket
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,8 @@ WORKER_KEY = "alphanas:worker"
 CONFIG_ATTR = "alphanas_config"
 # A process stops after this many failed trials in a row (e.g. out of memory for every mask).
 _MAX_CONSECUTIVE_FAILURES = 5
+# Attempts to open an RDB storage whose schema another worker may be creating at the same moment.
+_STORAGE_ATTEMPTS = 5
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -469,19 +472,28 @@ def _open_storage(
     else:
         engine_kwargs["pool_pre_ping"] = True
     search = config.search if config is not None else None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=search.heartbeat_interval if search else None,
-                grace_period=search.grace_period if search else None,
-                heartbeat_stale_trial_callback=_retry_trial if search else None,
-            )
-    except Exception as exc:  # noqa: BLE001 - sqlalchemy's many connection errors
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot open storage {url}: {first}") from exc
+    for attempt in range(_STORAGE_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=search.heartbeat_interval if search else None,
+                    grace_period=search.grace_period if search else None,
+                    heartbeat_stale_trial_callback=_retry_trial if search else None,
+                )
+        except Exception as exc:  # noqa: BLE001 - sqlalchemy's many connection errors
+            # Workers started together race to create the schema of a new database: the loser
+            # sees an IntegrityError ("UNIQUE constraint failed: alembic_version") or "table
+            # already exists"; by the next attempt the schema is there.
+            racing = type(exc).__name__ in ("IntegrityError", "OperationalError")
+            if racing and attempt + 1 < _STORAGE_ATTEMPTS:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UsageError(f"cannot open storage {url}: {first}") from exc
+    raise AssertionError("unreachable")
 
 
 def _existing_directions(storage: optuna.storages.BaseStorage, name: str) -> list[str] | None:

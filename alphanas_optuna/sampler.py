@@ -8,9 +8,11 @@ goes to a fallback sampler.
 
 All state that another process needs lives in the storage:
 
-* ``AlphaNASSampler:generation`` (trial system attribute): the trial's generation.
 * ``AlphaNASSampler:proposal`` (trial system attribute): ``{"mask": "110111", "origin": ...,
-  "parent": <trial number or None>}``.
+  "parent": <trial number or None>, "generation": <g>}``, written once, when the objective asks for
+  the first mask bit (one storage write per trial).
+* ``AlphaNASSampler:generation`` (trial system attribute): the generation of a trial whose mask did
+  not come from the sampler (enqueued or fixed parameters), written when it finishes.
 * ``AlphaNASSampler:parent:<g>`` (study system attribute): the trial ids of generation ``g``'s elites,
   written once by the first worker that needs them (:class:`~optuna.samplers.BaseGASampler`'s cache).
 
@@ -107,8 +109,8 @@ class AlphaNASSampler(BaseGASampler):
     ``surrogate=False`` these are plain random draws. With the surrogate on (single-objective
     studies), ``n_candidates`` masks are drawn from that distribution per proposal and one is
     chosen: until three masks are feasible, the one farthest in Hamming distance from every mask
-    evaluated or pending other than the full mask (a space-filling design, origin ``"design"``); afterwards the one the
-    surrogate scores best (origin ``"screened"``).
+    evaluated or pending other than the full mask (a space-filling design, origin ``"design"``);
+    afterwards the one the surrogate scores best (origin ``"screened"``).
 
     **Generation g > 0** has as elites the ``n_elites`` best feasible (COMPLETE) trials of all earlier
     generations: the best of generation ``g - 1`` together with generation ``g - 1``'s elites, so an
@@ -156,8 +158,9 @@ class AlphaNASSampler(BaseGASampler):
     (up to four tries); a duplicate then needs a race on that re-read too. A generation may
     overfill by up to the number of workers, as with NSGA-II.
 
-    **Mask length.** The sampler learns the number of layers from earlier trials (or from
-    ``n_layers``). The first trial of a study is the full mask, whose length does not matter; with
+    **Mask length.** The sampler learns the number of layers from finished trials, or from the
+    proposals of pending ones (or from ``n_layers``); a running trial's parameters may be a part of
+    its mask and do not count. The first trial of a study is the full mask, whose length does not matter; with
     ``include_full_mask=False`` and no ``n_layers`` its bits are drawn one at a time, keeping layer 0.
 
     Args:
@@ -329,17 +332,18 @@ class AlphaNASSampler(BaseGASampler):
     ) -> None:
         with self._lock:
             decided = self._decided.pop(trial._trial_id, None)
-        if (decided == "full" or isinstance(decided, _LazyBits)) and self._mask_of(trial):
+        final = _mask_from(trial.params, self._prefix)
+        if (decided == "full" or isinstance(decided, _LazyBits)) and final:
             # The mask's length was unknown when it was decided: record the mask as it came out.
             proposal = dict(trial.system_attrs.get(self.proposal_key(), {}))
-            proposal["mask"] = format_mask(self._mask_of(trial) or ())
+            proposal["mask"] = format_mask(final)
             study._storage.set_trial_system_attr(trial._trial_id, self.proposal_key(), proposal)
         # A trial whose mask did not come from this sampler (enqueued, fixed parameters) still
         # belongs to a generation, so that it fills it and may become an elite.
         if (
             state in _EVALUATED
             and decided is None
-            and self._get_generation_key() not in trial.system_attrs
+            and self._generation_of(trial) is None
             and self._mask_of(trial) is not None
         ):
             self.get_trial_generation(study, trial)
@@ -352,9 +356,9 @@ class AlphaNASSampler(BaseGASampler):
         """The trial's generation; a new trial joins the newest one until it holds
         ``population_size`` evaluated trials. Unlike the base class, PRUNED trials count as
         evaluated (an infeasible mask fills its generation); FAIL trials do not."""
-        generation = trial.system_attrs.get(self._get_generation_key(), None)
+        generation = self._generation_of(trial)
         if generation is not None:
-            return int(generation)
+            return generation
         snapshot = self._snapshot(study, trial)
         generation = self._current_generation(snapshot.digest)
         study._storage.set_trial_system_attr(
@@ -424,12 +428,10 @@ class AlphaNASSampler(BaseGASampler):
     def _decide(self, study: Study, trial: FrozenTrial) -> list[int] | str:
         snapshot = self._snapshot(study, trial)
         n = snapshot.n_layers
-        generation = trial.system_attrs.get(self._get_generation_key(), None)
+        # The generation is stored with the proposal (one storage write per trial, not two).
+        generation = self._generation_of(trial)
         if generation is None:
             generation = self._current_generation(snapshot.digest)
-            study._storage.set_trial_system_attr(
-                trial._trial_id, self._get_generation_key(), generation
-            )
         rng = self._rng.rng
         taken = snapshot.digest.evaluated | snapshot.pending
 
@@ -445,7 +447,12 @@ class AlphaNASSampler(BaseGASampler):
             study._storage.set_trial_system_attr(
                 trial._trial_id,
                 self.proposal_key(),
-                {"mask": None, "origin": "full" if decided == "full" else "random", "parent": None},
+                {
+                    "mask": None,
+                    "origin": "full" if decided == "full" else "random",
+                    "parent": None,
+                    "generation": generation,
+                },
             )
             return decided
 
@@ -480,6 +487,7 @@ class AlphaNASSampler(BaseGASampler):
                     "mask": format_mask(bits),
                     "origin": origin,
                     "parent": None if parent is None else parent.number,
+                    "generation": generation,
                 },
             )
             # Optimistic claim: check that no other trial (another worker's, say) took the same
@@ -697,7 +705,6 @@ class AlphaNASSampler(BaseGASampler):
             digest = self._digests.setdefault(key, _StudyDigest())
             pending: set[int] = set()
             n_pending: int | None = None
-            gen_key = self._get_generation_key()
             own_id = None if trial is None else trial._trial_id
             trials = study._get_trials(deepcopy=False, use_cache=True)
             start = digest.scan_from
@@ -705,6 +712,7 @@ class AlphaNASSampler(BaseGASampler):
                 start = 0  # Not the numbering the shortcut relies on: scan everything.
             prefix_done = True
             others_pending = False
+            pending_full = False
             for index in range(start, len(trials)):
                 t = trials[index]
                 tid = t._trial_id
@@ -723,6 +731,10 @@ class AlphaNASSampler(BaseGASampler):
                     if mask is not None:
                         pending.add(_to_int(mask))
                         n_pending = max(n_pending or 0, len(mask))
+                    else:
+                        proposal = t.system_attrs.get(self.proposal_key(), None)
+                        if isinstance(proposal, dict) and proposal.get("origin") == "full":
+                            pending_full = True  # The full mask, length not known then.
                     continue
                 digest.finished_ids.add(tid)
                 if prefix_done and t.number == index:
@@ -743,18 +755,28 @@ class AlphaNASSampler(BaseGASampler):
                     if moments is None:
                         moments = digest.moments[len(mask)] = _MaskMoments(len(mask))
                     moments.add(m, None if values is None else values[0])
-                generation = t.system_attrs.get(gen_key, None)
+                generation = self._generation_of(t)
                 if generation is not None:
-                    generation = int(generation)
                     digest.generation_counts[generation] = (
                         digest.generation_counts.get(generation, 0) + 1
                     )
                     if values is not None:
                         digest.complete_by_generation.setdefault(generation, []).append(tid)
             n_layers = self._n_layers or digest.n_layers or n_pending
+            if pending_full and n_layers:
+                pending.add((1 << n_layers) - 1)
             return _Snapshot(
                 digest=digest, pending=pending, n_layers=n_layers, others_pending=others_pending
             )
+
+    def _generation_of(self, trial: FrozenTrial) -> int | None:
+        """A trial's generation: from its proposal, else from the generation attribute (trials
+        whose mask did not come from this sampler, and studies of earlier versions)."""
+        proposal = trial.system_attrs.get(self.proposal_key(), None)
+        if isinstance(proposal, dict) and proposal.get("generation") is not None:
+            return int(proposal["generation"])
+        generation = trial.system_attrs.get(self._get_generation_key(), None)
+        return None if generation is None else int(generation)
 
     def _mask_of(self, trial: FrozenTrial) -> tuple[int, ...] | None:
         """A trial's mask: its proposal, else its parameters, else its fixed (enqueued) ones."""
@@ -763,11 +785,12 @@ class AlphaNASSampler(BaseGASampler):
             text = proposal["mask"]
             if text and trial.state in _PENDING:
                 return tuple(int(c) for c in text)
-        mask = _mask_from(trial.params, self._prefix)
-        if mask is None and trial.state == TrialState.WAITING:
+        if trial.state in _PENDING:
+            # A running trial's parameters may be a part of its mask: only a proposal or fixed
+            # (enqueued) parameters say what it will evaluate.
             fixed = trial.system_attrs.get("fixed_params", None)
-            if isinstance(fixed, dict):
-                mask = _mask_from(fixed, self._prefix)
+            return _mask_from(fixed, self._prefix) if isinstance(fixed, dict) else None
+        mask = _mask_from(trial.params, self._prefix)
         if mask is None and isinstance(proposal, dict) and isinstance(proposal.get("mask"), str):
             text = proposal["mask"]
             mask = tuple(int(c) for c in text) if text else None

@@ -194,8 +194,8 @@ def summary_table(
 
 
 def _fill_study(path: str, n_trials: int, n_layers: int, population: int, seed: int) -> None:
-    """A SQLite study with ``n_trials`` finished trials as AlphaNASSampler leaves them (generation
-    and proposal attributes, cached elites)."""
+    """A SQLite study with ``n_trials`` finished trials as AlphaNASSampler leaves them (proposal
+    attributes with the generation, cached elites)."""
     from optuna.distributions import CategoricalDistribution
 
     rng = np.random.default_rng(seed)
@@ -210,7 +210,6 @@ def _fill_study(path: str, n_trials: int, n_layers: int, population: int, seed: 
 
     study = optuna.create_study(storage=storage, study_name="overhead", direction="maximize")
     dist = CategoricalDistribution((0, 1))
-    gen_key = "AlphaNASSampler:generation"
     trials = []
     for i in range(n_trials):
         bits = rng.integers(0, 2, n_layers)
@@ -228,8 +227,12 @@ def _fill_study(path: str, n_trials: int, n_layers: int, population: int, seed: 
                 params={f"layer_{j:02d}": int(b) for j, b in enumerate(bits)},
                 distributions={f"layer_{j:02d}": dist for j in range(n_layers)},
                 system_attrs={
-                    gen_key: generation,
-                    "AlphaNASSampler:proposal": {"mask": mask, "origin": "child", "parent": None},
+                    "AlphaNASSampler:proposal": {
+                        "mask": mask,
+                        "origin": "child",
+                        "parent": None,
+                        "generation": generation,
+                    },
                 },
             )
         )

@@ -94,7 +94,7 @@ def test_generation_zero_full_mask_first_then_distinct_random() -> None:
     assert masks[0] == "11111111"
     assert len(set(masks)) == 10
     assert "00000000" not in masks
-    assert all(t.system_attrs[GEN] == 0 for t in study.trials)
+    assert all(_gen(t) == 0 for t in study.trials)
     assert [t.system_attrs[PROPOSAL]["origin"] for t in study.trials] == ["full"] + ["random"] * 9
 
 
@@ -130,7 +130,7 @@ def test_children_copy_an_elite_and_flip_bits(surrogate: bool) -> None:
     children = [t for t in study.trials if t.system_attrs[PROPOSAL]["origin"] == "child"]
     assert len(children) >= 25
     for child in children:
-        g = child.system_attrs[GEN]
+        g = _gen(child)
         assert g >= 1
         elite_ids = attrs[f"AlphaNASSampler:parent:{g}"]
         parent = by_number[child.system_attrs[PROPOSAL]["parent"]]
@@ -139,6 +139,14 @@ def test_children_copy_an_elite_and_flip_bits(surrogate: bool) -> None:
         assert flipped >= 1
         if not surrogate:
             assert flipped <= 2  # One flip, or the nearest free mask when all neighbours are taken.
+
+
+def _gen(trial: optuna.trial.FrozenTrial) -> int:
+    """A trial's generation: stored with its proposal, or (enqueued trials) as an attribute."""
+    proposal = trial.system_attrs.get(PROPOSAL, {})
+    if proposal.get("generation") is not None:
+        return int(proposal["generation"])
+    return int(trial.system_attrs[GEN])
 
 
 def _study_attrs(study: optuna.Study) -> dict[str, Any]:
@@ -155,9 +163,7 @@ def test_elites_are_the_best_feasible_of_all_earlier_generations() -> None:
     study = _run(50, seed=2, surrogate=False)
     attrs = _study_attrs(study)
     for g in range(1, 5):
-        earlier = [
-            t for t in study.trials if t.state == TrialState.COMPLETE and t.system_attrs[GEN] < g
-        ]
+        earlier = [t for t in study.trials if t.state == TrialState.COMPLETE and _gen(t) < g]
         best = sorted(earlier, key=lambda t: -t.value)[:5]
         elite_ids = attrs[f"AlphaNASSampler:parent:{g}"]
         assert sorted(elite_ids) == sorted(t._trial_id for t in best)
@@ -193,7 +199,7 @@ def test_pruned_trials_fill_generations_and_are_never_elites() -> None:
         return float(sum(mask))
 
     study.optimize(objective, n_trials=20)
-    generations = [t.system_attrs[GEN] for t in study.trials]
+    generations = [_gen(t) for t in study.trials]
     assert generations == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4 + [4] * 4
     assert len(set(_masks(study))) == 20  # Pruned masks are never proposed again.
     attrs = _study_attrs(study)
@@ -218,7 +224,7 @@ def test_failed_trials_count_for_nothing() -> None:
     states = [t.state for t in study.trials]
     assert states.count(TrialState.FAIL) == 2
     # Four evaluated trials make generation 0; the two failures did not fill it.
-    assert [t.system_attrs[GEN] for t in study.trials] == [0] * 6
+    assert [_gen(t) for t in study.trials] == [0] * 6
     # A failed mask does not block: with 7 masks, the first 7 evaluations cover them all.
     study.optimize(objective, n_trials=3)
     evaluated = _masks(study, (TrialState.COMPLETE, TrialState.PRUNED))
@@ -229,7 +235,7 @@ def test_failed_trials_count_for_nothing() -> None:
 def test_running_masks_are_avoided_and_exhaustion_warns_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    study = optuna.create_study(direction="maximize", sampler=AlphaNASSampler(seed=0))
+    study = optuna.create_study(direction="maximize", sampler=AlphaNASSampler(seed=0, n_layers=2))
     # Two layers: three non-empty masks. All three asked before any is told.
     trials = [study.ask() for _ in range(3)]
     masks = [format_mask(suggest_mask(t, 2)) for t in trials]
@@ -254,7 +260,11 @@ def test_enqueued_masks_count_as_evaluated() -> None:
     masks = _masks(study)
     assert masks[0] == "10101010"
     assert len(set(masks)) == 12
+    assert _gen(study.trials[0]) == 0
+    # The enqueued trial's generation is an attribute; the sampler's own trials store theirs with
+    # the proposal (a single storage write per trial).
     assert study.trials[0].system_attrs[GEN] == 0
+    assert all(GEN not in t.system_attrs for t in study.trials[1:])
 
 
 @pytest.mark.parametrize("surrogate", [False, True])
@@ -377,10 +387,10 @@ def test_resume_in_a_new_process_continues_the_generations(tmp_path: Path) -> No
     url = f"sqlite:///{tmp_path / 'study.db'}"
     _finish(_worker(url, 20, seed=0))  # Two generations of 10, then the process exits.
     study = optuna.load_study(study_name="s", storage=url)
-    assert [t.system_attrs[GEN] for t in study.trials] == [0] * 10 + [1] * 10
+    assert [_gen(t) for t in study.trials] == [0] * 10 + [1] * 10
     _finish(_worker(url, 10, seed=1))
     study = optuna.load_study(study_name="s", storage=url)
-    assert [t.system_attrs[GEN] for t in study.trials[20:]] == [2] * 10
+    assert [_gen(t) for t in study.trials[20:]] == [2] * 10
     masks = _masks(study)
     assert len(masks) == 30 and len(set(masks)) == 30
     # Generation 2's elites are the best of generations 0 and 1, read from the storage.
@@ -407,7 +417,7 @@ def test_three_processes_share_one_journal_storage(tmp_path: Path) -> None:
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
     masks = _masks(study)
     assert len(masks) - len(set(masks)) <= 3  # At most a few same-instant races.
-    generations = [t.system_attrs[GEN] for t in study.trials]
+    generations = [_gen(t) for t in study.trials]
     assert max(generations) >= 2
     for g in set(generations):
         assert generations.count(g) <= 10 + 3  # Overfill bounded by the number of workers.
@@ -423,7 +433,7 @@ def test_surrogate_generation_zero_is_a_design_then_screened() -> None:
     # The full mask is pruned by _objective; three feasible masks are needed to fit the model.
     assert origins[:4] == ["full", "design", "design", "design"]
     assert set(origins[4:]) == {"screened"}
-    assert all(t.system_attrs[GEN] == 0 for t in study.trials)
+    assert all(_gen(t) == 0 for t in study.trials)
     design = [np.array([int(c) for c in m]) for m in _masks(study)[1:4]]
     # Space-filling: each design mask is far from the earlier ones (8 layers).
     assert int(np.abs(design[0] - design[1]).sum()) >= 6
@@ -439,7 +449,7 @@ def test_surrogate_children_lie_within_search_radius() -> None:
     attrs = _study_attrs(study)
     for child in children:
         parent = by_number[child.system_attrs[PROPOSAL]["parent"]]
-        assert parent._trial_id in attrs[f"AlphaNASSampler:parent:{child.system_attrs[GEN]}"]
+        assert parent._trial_id in attrs[f"AlphaNASSampler:parent:{_gen(child)}"]
         flipped = sum(a != b for a, b in zip(_mask(child), _mask(parent), strict=True))
         assert 1 <= flipped <= 2
 
