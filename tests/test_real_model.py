@@ -35,12 +35,16 @@ def test_minilm_sub_model_fine_tuned_on_imdb_beats_chance() -> None:
     )
     assert objective.n_layers == 6
     study = optuna.create_study(direction="maximize")
-    study.enqueue_trial({f"layer_{i:02d}": b for i, b in enumerate((1, 1, 1, 0, 0, 0))})
+    # A sub-model that keeps the top layer: all-MiniLM-L6-v2 was trained with mean pooling, and
+    # the [CLS] state that the classification head reads barely varies across reviews after the
+    # lower layers alone (std over reviews 0.0006 after layers 0-2 vs 0.19 after all six), so
+    # masks without an upper layer need far more than 80 steps to leave the majority class.
+    study.enqueue_trial({f"layer_{i:02d}": b for i, b in enumerate((1, 1, 0, 0, 1, 1))})
     study.optimize(objective, n_trials=1)
     trial = study.trials[0]
     accuracy = trial.user_attrs["accuracy"]
     # 400 balanced validation reviews: chance is 0.5 with a standard error of 0.025, so 0.6 is
     # four standard errors above chance.
     assert accuracy > 0.6, accuracy
-    assert trial.user_attrs["n_params"] == 22_713_986 - 3 * 1_774_464
+    assert trial.user_attrs["n_params"] == 22_713_986 - 2 * 1_774_464
     assert trial.state == optuna.trial.TrialState.COMPLETE
