@@ -67,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lam", type=float, default=0.002, help="λ per million parameters")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--second-seed-max-layers", type=int, default=3)
+    parser.add_argument(
+        "--only-shallow",
+        action="store_true",
+        help="only the masks with at most --second-seed-max-layers layers, for every seed "
+        "(to run the second seed in a parallel process: --seeds 1 --only-shallow)",
+    )
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     args = parser.parse_args(argv)
@@ -96,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     objective = None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     start = time.perf_counter()
-    for i, seed in enumerate(args.seeds):
+    for seed in args.seeds:
         training = TrainingConfig(
             epochs=EPOCHS, learning_rate=LEARNING_RATE, batch_size=BATCH_SIZE, seed=seed
         )
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         objective.training = training
         masks = all_masks(objective.n_layers)
-        if i > 0:
+        if seed != args.seeds[0] or args.only_shallow:
             masks = [m for m in masks if sum(m) <= args.second_seed_max_layers]
         study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
         for mask in masks:
