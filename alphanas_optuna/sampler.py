@@ -263,6 +263,7 @@ class AlphaNASSampler(BaseGASampler):
         self._warned_exhausted = False
         # Number of the last trial this object decided a mask for, per study (a hint only).
         self._last_numbers: dict[tuple[int, int], int] = {}
+        self._storages: dict[tuple[int, int], Any] = {}
 
     # ----------------------------------------------------------------------------------------------
     # Public helpers
@@ -470,7 +471,7 @@ class AlphaNASSampler(BaseGASampler):
         # Another worker (process or thread) may be deciding masks at the same time when other
         # trials are pending, or when this object's previous trial in the study was not the one
         # just before. Only then is the claim below checked (it costs a storage read).
-        study_key = (id(study._storage), study._study_id)
+        study_key = self._study_key(study)
         previous = self._last_numbers.get(study_key)
         self._last_numbers[study_key] = trial.number
         shared = snapshot.others_pending or previous is None or trial.number != previous + 1
@@ -698,10 +699,17 @@ class AlphaNASSampler(BaseGASampler):
             return newest
         return newest + 1
 
+    def _study_key(self, study: Study) -> tuple[int, int]:
+        """Key of a study's caches. The storage is kept alive with the caches, so its ``id`` is
+        never recycled for another storage while they exist."""
+        key = (id(study._storage), study._study_id)
+        self._storages.setdefault(key, study._storage)
+        return key
+
     def _snapshot(self, study: Study, trial: FrozenTrial | None) -> _Snapshot:
         """Fold newly finished trials into the digest; collect the masks of pending trials."""
         with self._lock:
-            key = (id(study._storage), study._study_id)
+            key = self._study_key(study)
             digest = self._digests.setdefault(key, _StudyDigest())
             pending: set[int] = set()
             n_pending: int | None = None

@@ -70,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", default="benchmarks/data/minilm-l6-imdb.csv")
     parser.add_argument("--data", default="../shared/data/imdb")
     parser.add_argument("--test", action="store_true", help="also run the Table 1 analogue")
+    parser.add_argument(
+        "--depth",
+        type=int,
+        default=None,
+        help="with --test: also compare the search's best mask at this depth with the rules there "
+        "(default: the depth of the search's best mask)",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
@@ -80,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     table = load_table(Path(args.table), seed=config.training.seed)
     n = len(next(iter(table)))
 
-    def q(acc: float, n_params: int) -> float:
-        return fitness.quality(acc, n_params)
+    def q(accuracy: float, n_params: int) -> float:
+        return fitness.quality(accuracy, n_params)
 
-    def feasible(acc: float, n_params: int) -> bool:
-        return acc >= fitness.min_accuracy and n_params <= fitness.max_params
+    def feasible(accuracy: float, n_params: int) -> bool:
+        return accuracy >= fitness.min_accuracy and n_params <= fitness.max_params
 
     study = optuna.load_study(study_name=study_name, storage=args.storage)
     searched = [
@@ -109,8 +116,6 @@ def main(argv: list[str] | None = None) -> int:
     agree = []
     for k in range(1, n + 1):
         masks_k = {m: v for m, v in table.items() if m.count("1") == k}
-        opt_mask = max(masks_k, key=lambda m: q(**masks_k[m]))
-        opt = masks_k[opt_mask]
         cells = []
         if by_depth.get(k):
             t = max(
@@ -124,9 +129,19 @@ def main(argv: list[str] | None = None) -> int:
                     agree.append(abs(tt.user_attrs["accuracy"] - table[m]["accuracy"]))
         else:
             cells.append("–")
-        cells.append(f"`{opt_mask}` {opt['accuracy']:.3f}, {q(**opt):.4f}")
+        complete = len(masks_k) == math.comb(n, k)
+        if masks_k:
+            opt_mask = max(masks_k, key=lambda m: q(**masks_k[m]))
+            opt = masks_k[opt_mask]
+            partial = "" if complete else f" (of {len(masks_k)}/{math.comb(n, k)})"
+            cells.append(f"`{opt_mask}` {opt['accuracy']:.3f}, {q(**opt):.4f}{partial}")
+        else:
+            cells.append("–")
         for name, mask in rule_masks(n, k).items():
-            v = table[mask]
+            v = table.get(mask)
+            if v is None:
+                cells.append(f"`{mask}` –")
+                continue
             cells.append(f"`{mask}` {v['accuracy']:.3f}, {q(**v):.4f}")
             if feasible(**v) and q(**v) > best_rule[0]:
                 best_rule = (q(**v), name, mask)
@@ -150,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             f"Search's best feasible: `{best_search.user_attrs['mask']}` Q = {bq:.4f} "
             f"(trial {best_search.number}); best feasible rule: {best_rule[1]} "
             f"`{best_rule[2]}` Q = {best_rule[0]:.4f}; table optimum: `{table_best}` "
-            f"Q = {q(**table[table_best]):.4f}."
+            f"Q = {q(**table[table_best]):.4f}"
+            + ("." if len(table) == 2**n - 1 else f" (table has {len(table)} of {2**n - 1} masks).")
         )
         order = sorted(searched, key=lambda t: t.number)
         hit = next((i + 1 for i, t in enumerate(order) if t.user_attrs["mask"] == table_best), None)
@@ -171,14 +187,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.test and best_search is not None:
         from alphanas_optuna.report import build_table1
 
-        depth = best_search.user_attrs["n_layers"]
+        depth = args.depth or best_search.user_attrs["n_layers"]
         rules = rule_masks(n, depth)
-        rule_name = max(
-            rules, key=lambda r: q(**table[rules[r]]) if feasible(**table[rules[r]]) else -1
-        )
-        extra = [(f"rule: {rule_name} (k={depth})", rules[rule_name])]
-        if rules[rule_name] == best_search.user_attrs["mask"]:
-            extra = []
+        known = [r for r in rules if rules[r] in table]
+        # The best rule at this depth by the table; all three when the table lacks them.
+        if len(known) == len(rules):
+            chosen = [max(rules, key=lambda r: q(**table[rules[r]]))]
+        else:
+            chosen = list(rules)
+        extra = []
+        if args.depth:
+            at_depth = max(
+                by_depth[depth],
+                key=lambda t: q(t.user_attrs["accuracy"], t.user_attrs["n_params"]),
+            )
+            extra.append(
+                (
+                    f"search's best at k={depth} (trial {at_depth.number})",
+                    at_depth.user_attrs["mask"],
+                )
+            )
+        seen = {best_search.user_attrs["mask"], *(m for _, m in extra)}
+        for r in chosen:
+            if rules[r] not in seen:
+                extra.append((f"rule: {r} (k={depth})", rules[r]))
+                seen.add(rules[r])
         result = build_table1(config, args.storage, study_name, extra_masks=extra)
         text += "\n\n" + result.markdown()
         print(result.markdown(), flush=True)

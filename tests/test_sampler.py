@@ -98,6 +98,22 @@ def test_generation_zero_full_mask_first_then_distinct_random() -> None:
     assert [t.system_attrs[PROPOSAL]["origin"] for t in study.trials] == ["full"] + ["random"] * 9
 
 
+def test_one_sampler_object_serves_many_studies_one_after_another() -> None:
+    """Each study starts afresh, also when a dead study's storage id is recycled by Python."""
+    import gc
+
+    sampler = AlphaNASSampler(seed=0, population_size=4)
+    for _ in range(12):
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(_objective(4), n_trials=8)
+        masks = _masks(study)
+        assert masks[0] == "1111"
+        assert len(set(masks)) == 8
+        assert [_gen(t) for t in study.trials[:4]] == [0, 0, 0, 0]
+        del study
+        gc.collect()
+
+
 def test_include_full_mask_false_and_unknown_length_keeps_layer_zero() -> None:
     study = _run(6, seed=0, include_full_mask=False)
     masks = _masks(study)
