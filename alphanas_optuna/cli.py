@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import gc
 import logging
 import math
@@ -340,7 +341,7 @@ def search(
         directions = _fitting_directions(existing, directions, name, url, config)
         # Fail what killed workers left RUNNING before deciding whether anything is left to do.
         study = optuna.load_study(study_name=name, storage=rdb)
-        _report_recovered(recover_dead_trials(study), out)
+        _report_recovered(recover_dead_trials(study, config.search.grace_period), out)
         if _nothing_left(study, total, out):
             return _finish(study, url, total)
 
@@ -362,9 +363,9 @@ def search(
     # Another worker may have created the study a moment ago, with other directions.
     _fitting_directions([d.name.lower() for d in study.directions], directions, name, url, config)
     _record_study_attrs(study, config, objective)
-    _report_recovered(recover_dead_trials(study), out)
+    _report_recovered(recover_dead_trials(study, config.search.grace_period), out)
     if not _nothing_left(study, total, out):
-        _optimize(study, objective, total, timeout, progress)
+        _optimize(study, objective, total, timeout, progress, config.search.grace_period)
     return _finish(study, url, total)
 
 
@@ -613,12 +614,14 @@ def _retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         RetryHeartbeatStaleTrialCallback(max_retry=3)(study, clean)
 
 
-def recover_dead_trials(study: optuna.Study) -> list[int]:
+def recover_dead_trials(study: optuna.Study, grace_period: float | None = None) -> list[int]:
     """Fail the trials left RUNNING by dead processes and enqueue their masks again.
 
     Trials run on this host by a process that no longer exists are failed at once; trials of
     other hosts are failed by Optuna's heartbeat check once their heartbeat is older than the
-    grace period.
+    grace period. A trial that never recorded its worker (its process died between creating it
+    and starting the objective, which every live worker does within seconds) is failed once it is
+    older than ``grace_period`` seconds.
 
     Returns:
         The numbers of the trials this call failed.
@@ -632,9 +635,16 @@ def recover_dead_trials(study: optuna.Study) -> list[int]:
     failed: list[int] = []
     host = socket.gethostname()
     storage = study._storage
+    now = datetime.datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         info = trial.system_attrs.get(WORKER_KEY)
-        if not isinstance(info, dict) or info.get("host") != host or _is_alive(info):
+        if not isinstance(info, dict):
+            started = trial.datetime_start
+            if grace_period is None or started is None:
+                continue
+            if (now - started).total_seconds() <= grace_period:
+                continue
+        elif info.get("host") != host or _is_alive(info):
             continue
         try:
             if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
@@ -660,6 +670,7 @@ def _optimize(
     total: int | None,
     timeout: float | None,
     progress: bool,
+    grace_period: float | None = None,
 ) -> None:
     from optuna.trial import TrialState
     from tqdm.auto import tqdm
@@ -701,9 +712,12 @@ def _optimize(
                 file=sys.stderr,
             )
             study.stop()
-        # Trials other workers are running count too, so that N workers share the total.
+        # Trials other workers are running count too, so that N workers share the total; a trial
+        # whose worker died is failed (and its mask queued again) before it is counted.
         if total is not None and done + _count(study, (TrialState.RUNNING,)) >= total:
-            study.stop()
+            recover_dead_trials(study, grace_period)
+            if done + _count(study, (TrialState.RUNNING,)) >= total:
+                study.stop()
 
     # Everything alive now (libraries, the base model, the tokenised data) lives as long as the
     # search: keep it out of the garbage collections that every trial runs to free the sub-model.

@@ -159,6 +159,8 @@ class ReportConfig:
                 raise ValueError(f'{name} must be >= 1 or "all", got {value!r}')
         if not self.epochs > 0:
             raise ValueError(f"epochs must be > 0, got {self.epochs!r}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
 
 
 @dataclass(frozen=True)
@@ -197,13 +199,13 @@ class StudyConfig:
         """The study's :class:`~alphanas_optuna.AlphaNASSampler`.
 
         Args:
-            n_layers: Encoder layers of the model, used unless ``[sampler] n_layers`` is set.
+            n_layers: Encoder layers of the model (the study file cannot set them).
         """
         from alphanas_optuna.sampler import AlphaNASSampler
 
         kwargs = dict(self.sampler)
         if n_layers is not None:
-            kwargs.setdefault("n_layers", n_layers)
+            kwargs["n_layers"] = n_layers
         return AlphaNASSampler(**kwargs)
 
     def replace(self, **sections: Any) -> StudyConfig:
@@ -381,7 +383,8 @@ def _sampler_kwargs(where: str, values: dict[str, Any]) -> dict[str, Any]:
     params = [
         p
         for p in _sampler_signature().parameters.values()
-        if p.name not in ("self", "fallback_sampler")
+        # n_layers is the model's: a study file that set it could only disagree with the model.
+        if p.name not in ("self", "fallback_sampler", "n_layers")
     ]
     names = [p.name for p in params]
     for key in values:

@@ -85,6 +85,8 @@ class DataConfig:
             )
         if not isinstance(self.max_length, int) or self.max_length < 8:
             raise ValueError(f"max_length must be an integer >= 8, got {self.max_length!r}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
 
 
 @dataclass(frozen=True)
@@ -225,8 +227,9 @@ def _read_table(path: Path, text_column: str, label_column: str) -> tuple[list[s
             loaded = datasets.load_dataset(fmt, data_files=str(path), split="train")
             columns = loaded.column_names
             data = {c: loaded[c] for c in (text_column, label_column) if c in columns}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot be read as {fmt}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - pyarrow's and datasets' many parse errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: cannot be read as {fmt}: {first}") from exc
     return _check_columns(str(path), columns, data, text_column, label_column)
 
 
@@ -241,17 +244,15 @@ def _check_columns(
         if col not in columns:
             raise DataError(
                 f"{where}: {kind} column {col!r} not found; columns are {sorted(columns)} "
-                f"(set data.{kind}_column)"
+                f"(set [data] {kind}_column)"
             )
     texts = data[text_column]
     if any(not isinstance(t, str) for t in texts):
         raise DataError(f"{where}: text column {text_column!r} holds values that are not strings")
     labels = data[label_column]
-    bad = next(
-        (v for v in labels if isinstance(v, bool) or not isinstance(v, (int, np.integer))), None
-    )
-    if bad is not None or any(v < 0 for v in labels):
-        shown = bad if bad is not None else min(labels)
+    bad = [v for v in labels if isinstance(v, bool) or not isinstance(v, (int, np.integer))][:1]
+    if bad or any(v < 0 for v in labels):
+        shown = bad[0] if bad else min(labels)
         raise DataError(
             f"{where}: label column {label_column!r} must hold integers 0..num_labels-1, "
             f"found {shown!r}"

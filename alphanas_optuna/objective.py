@@ -216,6 +216,12 @@ class AlphaNASObjective:
         splits = load_splits(data)
         labels = num_labels if num_labels is not None else splits.num_labels
         model, tokenizer = load_pretrained(model_name, num_labels=labels)
+        limit = _max_tokens(model, tokenizer)
+        if data.max_length > limit:
+            raise ValueError(
+                f"[data] max_length = {data.max_length} is more than {model_name!r} accepts "
+                f"({limit} tokens); set max_length <= {limit}"
+            )
         tok = {
             name: tokenize_split(
                 *getattr(splits, name),
@@ -399,6 +405,18 @@ class AlphaNASObjective:
             "layers": self.n_layers,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _max_tokens(model: Any, tokenizer: Any) -> int:
+    """Longest input the model takes: its position table (less RoBERTa's padding offset) and
+    the tokenizer's own limit, where it states a real one."""
+    limit = int(getattr(model.config, "max_position_embeddings", 1 << 30) or 1 << 30)
+    if getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta"):
+        limit -= 2
+    declared = getattr(tokenizer, "model_max_length", None)
+    if isinstance(declared, int) and 0 < declared < 1_000_000:
+        limit = min(limit, declared)
+    return limit
 
 
 def _split_digest(split: TokenizedSplit) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from alphanas_optuna.mask import validate_mask
@@ -277,7 +278,11 @@ def resolve_model_source(name: str) -> str:
 
 
 def load_pretrained(
-    name: str, num_labels: int = 2, *, local_files_only: bool | None = None
+    name: str,
+    num_labels: int = 2,
+    *,
+    local_files_only: bool | None = None,
+    seed: int | None = 0,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a sequence classifier and its tokenizer from a Hub id, a folder or ``package:<module>``.
 
@@ -290,6 +295,8 @@ def load_pretrained(
         name: See :func:`resolve_model_source`.
         num_labels: Number of classes of the classification head.
         local_files_only: Passed to ``from_pretrained`` when given: ``True`` never contacts the Hub.
+        seed: Seed of the weights that the checkpoint lacks (the new classification head), so a
+            study gives the same results in every process; ``None`` leaves the global RNG alone.
 
     Returns:
         ``(model, tokenizer)``: an ``AutoModelForSequenceClassification`` and an ``AutoTokenizer``.
@@ -313,6 +320,8 @@ def load_pretrained(
     kwargs: dict[str, Any] = {}
     if local_files_only is not None:
         kwargs["local_files_only"] = local_files_only
+    if seed is not None:
+        torch.manual_seed(seed)
     try:
         with _quiet_transformers_loading():
             model, info = AutoModelForSequenceClassification.from_pretrained(

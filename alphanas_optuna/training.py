@@ -79,6 +79,7 @@ class TrainingConfig:
             "max_grad_norm": self.max_grad_norm >= 0,
             "mixed_precision": self.mixed_precision in _PRECISIONS,
             "evaluations": self.evaluations >= 1,
+            "seed": isinstance(self.seed, int) and 0 <= self.seed < 2**32,
         }
         allowed = {
             "epochs": "> 0",
@@ -92,6 +93,7 @@ class TrainingConfig:
             "max_grad_norm": ">= 0",
             "mixed_precision": f"one of {_PRECISIONS}",
             "evaluations": ">= 1",
+            "seed": "an integer in [0, 2**32)",
         }
         for name, ok in checks.items():
             if not ok:

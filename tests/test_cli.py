@@ -355,7 +355,6 @@ def test_pareto_report_export_of_a_missing_study_exit_2(
 def test_pareto_of_a_real_study(
     study_dir: Path, tiny_study: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("alphanas_optuna.report")
     assert cli.main(["search", str(tiny_study), "--n-trials", "2"]) == 0
     capsys.readouterr()
     argv = ["pareto", "--storage", "sqlite:///tiny.db", "--study-name", "tiny", "--out", "f.html"]
@@ -364,3 +363,24 @@ def test_pareto_of_a_real_study(
     best = load().best_trial.user_attrs["mask"]
     assert best in out
     assert (study_dir / "f.html").is_file()
+
+
+def test_a_trial_whose_worker_never_started_is_failed_after_the_grace_period() -> None:
+    """A process killed between creating a trial and starting the objective leaves a RUNNING
+    trial with no worker record and no heartbeat: it is failed once older than the grace period."""
+    import time
+
+    import optuna
+
+    from alphanas_optuna.cli import recover_dead_trials
+
+    study = optuna.create_study(direction="maximize")
+    orphan = study.ask({"layer_00": optuna.distributions.CategoricalDistribution((0, 1))})
+    time.sleep(0.05)
+    assert recover_dead_trials(study, grace_period=3600) == []
+    assert study.trials[0].state == TrialState.RUNNING
+    assert recover_dead_trials(study, grace_period=0.01) == [orphan.number]
+    assert study.trials[0].state == TrialState.FAIL
+    # Its mask is queued again.
+    assert study.trials[1].state == TrialState.WAITING
+    assert study.trials[1].params == {"layer_00": orphan.params["layer_00"]}

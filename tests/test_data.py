@@ -195,3 +195,18 @@ def test_real_imdb_parquet_folder() -> None:
     assert splits.num_labels == 2
     assert (len(splits.train[0]), len(splits.validation[0]), len(splits.test[0])) == (500, 300, 400)
     assert splits.train[1].mean() == 0.5 and splits.validation[1].mean() == 0.5
+
+
+def test_null_labels_and_malformed_csv_are_named(tmp_path: Path) -> None:
+    rows = _rows(20)
+    rows[3]["label"] = None
+    f = _write(tmp_path / "a" / "train.parquet", rows)
+    with pytest.raises(DataError, match=r"label column 'label' must hold integers.*None"):
+        load_splits(DataConfig(source=str(f.parent), validation_size=5))
+    bad = tmp_path / "b" / "train.csv"
+    bad.parent.mkdir()
+    bad.write_text('text,label\n"unterminated,1\nok,0,extra,fields\n')
+    with pytest.raises(DataError, match=r"train.csv: cannot be read as csv"):
+        load_splits(DataConfig(source=str(bad.parent), validation_size=2))
+    with pytest.raises(ValueError, match="seed"):
+        DataConfig(seed=-1)

@@ -300,3 +300,18 @@ def test_the_last_evaluation_is_reported_but_never_pruned() -> None:
     t = study.trials[0]
     assert t.state == TrialState.COMPLETE
     assert t.intermediate_values == {6: t.user_attrs["accuracy"]}
+
+
+def test_max_length_beyond_the_model_is_refused_before_training(tmp_path) -> None:
+    from conftest import write_tiny_model, write_toy_data
+
+    from alphanas_optuna.data import DataConfig
+
+    model = write_tiny_model(tmp_path / "model")  # 128 positions
+    data = write_toy_data(tmp_path / "data")
+    with pytest.raises(ValueError, match=r"\[data\] max_length = 256 .* \(126 tokens\)"):
+        AlphaNASObjective.from_pretrained(
+            str(model), data=DataConfig(source=str(data), validation_size=20, max_length=256)
+        )
+    with pytest.raises(ValueError, match="seed"):
+        TrainingConfig(seed=-1)
