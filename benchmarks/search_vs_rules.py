@@ -178,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     if agree:
         lines.append(
             f"Search trials vs the table at the same mask and seed: mean |ΔA| = "
-            f"{sum(agree) / len(agree):.4f} over {len(agree)} masks (the same training run "
-            "twice: nondeterminism of CPU kernels only)."
+            f"{sum(agree) / len(agree):.4f} over {len(agree)} masks (same data, order and "
+            "hyper-parameters; the processes that made them drew different classification heads)."
         )
     text = "\n".join(lines)
     print(text, flush=True)
