@@ -50,23 +50,28 @@ class Landscape:
         n_layers: Mask length.
         accuracy: mask string -> validation accuracy.
         n_params: mask string -> parameter count.
+        min_accuracy: The feasibility floor of the study the landscape stands for.
     """
 
     name: str
     n_layers: int
     accuracy: dict[str, float]
     n_params: dict[str, float]
+    min_accuracy: float = 0.75
 
-    def feasible(self, mask: str, min_accuracy: float = 0.75, max_params: float = 100e6) -> bool:
+    def feasible(
+        self, mask: str, min_accuracy: float | None = None, max_params: float = 100e6
+    ) -> bool:
         """Whether the objective keeps (does not prune) ``mask``."""
-        return self.accuracy[mask] >= min_accuracy and self.n_params[mask] <= max_params
+        floor = self.min_accuracy if min_accuracy is None else min_accuracy
+        return self.accuracy[mask] >= floor and self.n_params[mask] <= max_params
 
     def fitness(self, mask: str, lam: float) -> float:
         """Q = A - lam * N / 1e6."""
         return self.accuracy[mask] - lam * self.n_params[mask] / 1e6
 
     def optimum(
-        self, lam: float, min_accuracy: float = 0.75, max_params: float = 100e6
+        self, lam: float, min_accuracy: float | None = None, max_params: float = 100e6
     ) -> tuple[str, float, float]:
         """The best feasible mask, its Q, and the worst feasible Q."""
         scores = {
@@ -132,7 +137,9 @@ def synthetic_landscape(
     return Landscape(f"synthetic-{profile}-{instance}", n_layers, accuracy, n_params)
 
 
-def table_landscape(path: str | Path, name: str | None = None) -> Landscape:
+def table_landscape(
+    path: str | Path, name: str | None = None, min_accuracy: float = 0.75
+) -> Landscape:
     """A landscape from a measured CSV (columns ``mask``, ``accuracy``, ``n_params``; rows with the
     same mask, e.g. different seeds, are averaged). Masks missing from the table are an error when
     a sampler proposes them, so the table must cover every non-empty mask."""
@@ -157,4 +164,5 @@ def table_landscape(path: str | Path, name: str | None = None) -> Landscape:
         n,
         {m: float(np.mean(v)) for m, v in acc.items()},
         params,
+        min_accuracy,
     )

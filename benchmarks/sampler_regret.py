@@ -42,7 +42,6 @@ from alphanas_optuna.mask import format_mask  # noqa: E402
 
 DEFAULT_TABLE = Path(__file__).resolve().parent / "data" / "minilm-l6-imdb.csv"
 CHECKPOINTS = (10, 25, 50, 100)
-MIN_ACCURACY = 0.75
 MAX_PARAMS = 100e6
 
 SamplerFactory = Callable[[int], optuna.samplers.BaseSampler]
@@ -71,7 +70,7 @@ def make_objective(landscape: Landscape, lam: float) -> Callable[[optuna.Trial],
         n_params = landscape.n_params[mask]
         trial.set_user_attr("accuracy", accuracy)
         trial.set_user_attr("n_params", n_params)
-        if accuracy < MIN_ACCURACY or n_params > MAX_PARAMS:
+        if accuracy < landscape.min_accuracy or n_params > MAX_PARAMS:
             raise optuna.TrialPruned()
         return accuracy - lam * n_params / 1e6
 
@@ -102,7 +101,7 @@ def evaluate(
 ) -> dict[tuple[str, str], dict[str, object]]:
     results: dict[tuple[str, str], dict[str, object]] = {}
     for landscape in landscapes:
-        _, q_best, q_worst = landscape.optimum(lam, MIN_ACCURACY, MAX_PARAMS)
+        _, q_best, q_worst = landscape.optimum(lam, None, MAX_PARAMS)
         for name, factory in samplers.items():
             start = time.perf_counter()
             curves = []
@@ -139,7 +138,7 @@ def markdown_regret(
     lines = []
     checkpoints = [c for c in CHECKPOINTS if c <= n_trials]
     for landscape in landscapes:
-        mask, q_best, _ = landscape.optimum(lam, MIN_ACCURACY, MAX_PARAMS)
+        mask, q_best, _ = landscape.optimum(lam, None, MAX_PARAMS)
         n_feasible = sum(landscape.feasible(m) for m in landscape.accuracy)
         lines.append(
             f"**{landscape.name}** ({landscape.n_layers} layers, {n_feasible} of "
@@ -313,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-trials", type=int, default=100, help="evaluations per run")
     parser.add_argument("--lam", type=float, default=0.002, help="lambda per million parameters")
     parser.add_argument("--table", type=Path, default=DEFAULT_TABLE, help="measured mask table")
+    parser.add_argument(
+        "--table-min-accuracy",
+        type=float,
+        default=0.70,
+        help="feasibility floor of the measured table (that of studies/minilm-imdb-evidence.toml)",
+    )
     parser.add_argument("--instances", type=int, default=2, help="instances per synthetic profile")
     parser.add_argument("--samplers", nargs="*", default=None, help="subset of sampler names")
     parser.add_argument("--skip-synthetic", action="store_true", help="only the measured table")
@@ -339,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             landscapes = []
         if args.table.exists():
             try:
-                landscapes.append(table_landscape(args.table))
+                landscapes.append(table_landscape(args.table, min_accuracy=args.table_min_accuracy))
             except ValueError as error:  # Still being measured: some masks are missing.
                 print(f"incomplete table, skipping landscape (b): {error}", file=sys.stderr)
         else:
