@@ -48,3 +48,27 @@ def test_minilm_sub_model_fine_tuned_on_imdb_beats_chance() -> None:
     assert accuracy > 0.6, accuracy
     assert trial.user_attrs["n_params"] == 22_713_986 - 2 * 1_774_464
     assert trial.state == optuna.trial.TrialState.COMPLETE
+
+
+def test_the_readme_quickstart_command_runs_a_trial(tmp_path, monkeypatch) -> None:
+    """`alphanas search studies/quickstart.toml --data ../shared/data/imdb`, cut to one trial."""
+    import os
+    from pathlib import Path
+
+    import torch
+
+    from alphanas_optuna import cli
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    study_file = Path(__file__).resolve().parents[1] / "studies" / "quickstart.toml"
+    monkeypatch.chdir(tmp_path)
+    argv = ["search", str(study_file), "--data", str(IMDB_DIR), "--n-trials", "1"]
+    assert cli.main(argv) == 0
+    study = optuna.load_study(study_name="quickstart", storage="sqlite:///quickstart.db")
+    (trial,) = study.trials
+    assert trial.user_attrs["mask"] == "111111"  # generation 0 starts with the full model
+    assert trial.user_attrs["n_params"] == 22_713_986
+    # 500 balanced validation reviews: 0.6 is more than four standard errors above chance.
+    assert trial.user_attrs["accuracy"] > 0.6
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert study.user_attrs["alphanas_config"]["data"]["source"] == str(IMDB_DIR)
