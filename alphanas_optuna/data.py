@@ -19,7 +19,7 @@ import json
 import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -522,8 +522,3 @@ def make_dataloader(
     return torch.utils.data.DataLoader(
         _IndexDataset(len(split)), batch_sampler=sampler, collate_fn=collate
     )
-
-
-def describe(config: DataConfig) -> dict[str, Any]:
-    """The data settings as a plain dict (stored with results)."""
-    return asdict(config)
