@@ -112,7 +112,8 @@ def suggest_mask(
 
 
 def mask_from_params(params: Mapping[str, Any], prefix: str = DEFAULT_PREFIX) -> Mask | None:
-    """Rebuild the mask from a trial's parameters, or ``None`` if they hold no complete mask."""
+    """Rebuild the mask from a trial's parameters, or ``None`` if they hold no complete mask of
+    0/1 bits (a bit missing, or a value that is not 0 or 1)."""
     indices = []
     for name in params:
         if name.startswith(prefix) and name[len(prefix) :].isdigit():
@@ -120,9 +121,15 @@ def mask_from_params(params: Mapping[str, Any], prefix: str = DEFAULT_PREFIX) ->
     if not indices:
         return None
     n = max(indices) + 1
-    if sorted(indices) != list(range(n)):
+    if len(indices) != n:
         return None
-    return tuple(int(params[param_name(i, prefix)]) for i in range(n))
+    try:
+        bits = tuple(int(params[param_name(i, prefix)]) for i in range(n))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if any(b not in MASK_CHOICES for b in bits):
+        return None
+    return bits
 
 
 def _is_int(value: Any) -> bool:

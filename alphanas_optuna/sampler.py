@@ -41,7 +41,7 @@ from optuna.samplers._lazy_random_state import LazyRandomState
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from alphanas_optuna.mask import DEFAULT_PREFIX, format_mask, param_name
+from alphanas_optuna.mask import DEFAULT_PREFIX, format_mask, mask_from_params
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -333,7 +333,7 @@ class AlphaNASSampler(BaseGASampler):
     ) -> None:
         with self._lock:
             decided = self._decided.pop(trial._trial_id, None)
-        final = _mask_from(trial.params, self._prefix)
+        final = mask_from_params(trial.params, self._prefix)
         if (decided == "full" or isinstance(decided, _LazyBits)) and final:
             # The mask's length was unknown when it was decided: record the mask as it came out.
             proposal = dict(trial.system_attrs.get(self.proposal_key(), {}))
@@ -797,8 +797,8 @@ class AlphaNASSampler(BaseGASampler):
             # A running trial's parameters may be a part of its mask: only a proposal or fixed
             # (enqueued) parameters say what it will evaluate.
             fixed = trial.system_attrs.get("fixed_params", None)
-            return _mask_from(fixed, self._prefix) if isinstance(fixed, dict) else None
-        mask = _mask_from(trial.params, self._prefix)
+            return mask_from_params(fixed, self._prefix) if isinstance(fixed, dict) else None
+        mask = mask_from_params(trial.params, self._prefix)
         if mask is None and isinstance(proposal, dict) and isinstance(proposal.get("mask"), str):
             text = proposal["mask"]
             mask = tuple(int(c) for c in text) if text else None
@@ -935,25 +935,6 @@ def _to_int(mask: Sequence[int]) -> int:
         if b:
             value |= 1 << i
     return value
-
-
-def _mask_from(params: Any, prefix: str) -> tuple[int, ...] | None:
-    indices = []
-    for name in params:
-        if name.startswith(prefix) and name[len(prefix) :].isdigit():
-            indices.append(int(name[len(prefix) :]))
-    if not indices:
-        return None
-    n = max(indices) + 1
-    if len(indices) != n:
-        return None
-    try:
-        bits = tuple(int(params[param_name(i, prefix)]) for i in range(n))
-    except (KeyError, TypeError, ValueError):
-        return None
-    if any(b not in (0, 1) for b in bits):
-        return None
-    return bits
 
 
 def _is_int(value: Any) -> bool:
