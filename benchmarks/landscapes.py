@@ -138,15 +138,17 @@ def synthetic_landscape(
 
 
 def table_landscape(
-    path: str | Path, name: str | None = None, min_accuracy: float = 0.75
+    path: str | Path, name: str | None = None, min_accuracy: float = 0.75, seed: int | None = None
 ) -> Landscape:
     """A landscape from a measured CSV (columns ``mask``, ``accuracy``, ``n_params``; rows with the
-    same mask, e.g. different seeds, are averaged). Masks missing from the table are an error when
+    same mask, e.g. different seeds, are averaged; ``seed`` keeps only that seed's rows). Masks missing from the table are an error when
     a sampler proposes them, so the table must cover every non-empty mask."""
     acc: dict[str, list[float]] = defaultdict(list)
     params: dict[str, float] = {}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
+            if seed is not None and int(row["seed"]) != seed:
+                continue
             mask = row["mask"].strip()
             acc[mask].append(float(row["accuracy"]))
             params[mask] = float(row["n_params"])

@@ -318,6 +318,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0.70,
         help="feasibility floor of the measured table (that of studies/minilm-imdb-evidence.toml)",
     )
+    parser.add_argument(
+        "--table-seed",
+        type=int,
+        default=None,
+        help="only this training seed's rows of the table (default: average the seeds)",
+    )
     parser.add_argument("--instances", type=int, default=2, help="instances per synthetic profile")
     parser.add_argument("--samplers", nargs="*", default=None, help="subset of sampler names")
     parser.add_argument("--skip-synthetic", action="store_true", help="only the measured table")
@@ -344,7 +350,11 @@ def main(argv: list[str] | None = None) -> int:
             landscapes = []
         if args.table.exists():
             try:
-                landscapes.append(table_landscape(args.table, min_accuracy=args.table_min_accuracy))
+                landscapes.append(
+                    table_landscape(
+                        args.table, min_accuracy=args.table_min_accuracy, seed=args.table_seed
+                    )
+                )
             except ValueError as error:  # Still being measured: some masks are missing.
                 print(f"incomplete table, skipping landscape (b): {error}", file=sys.stderr)
         else:
