@@ -784,9 +784,23 @@ def summarize(study: optuna.Study, storage: str) -> str:
     where = ""
     if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
         where = f" ({Path(storage[len('sqlite:///') :].split('?', 1)[0]).resolve()})"
-    lines.append(f"Stored in: {storage}{where}")
-    lines.append(f"Dashboard: optuna-dashboard {storage}")
+    shown = _without_password(storage)
+    lines.append(f"Stored in: {shown}{where}")
+    lines.append(f"Dashboard: optuna-dashboard {shown}")
     return "\n".join(lines)
+
+
+def _without_password(url: str) -> str:
+    """The storage URL with its password, if any, replaced by ``***`` (for printing)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - not a database URL: print it as given
+        return url
+    if parsed.password is None:
+        return url
+    return parsed.render_as_string(hide_password=True)
 
 
 def _describe(trial: optuna.trial.FrozenTrial) -> str:

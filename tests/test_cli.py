@@ -384,3 +384,13 @@ def test_a_trial_whose_worker_never_started_is_failed_after_the_grace_period() -
     # Its mask is queued again.
     assert study.trials[1].state == TrialState.WAITING
     assert study.trials[1].params == {"layer_00": orphan.params["layer_00"]}
+
+
+def test_printed_storage_urls_hide_the_password() -> None:
+    from alphanas_optuna.cli import _without_password
+
+    url = "postgresql+psycopg2://alphanas:s3cret@db.example.org:5432/alphanas"
+    assert (
+        _without_password(url) == "postgresql+psycopg2://alphanas:***@db.example.org:5432/alphanas"
+    )
+    assert _without_password("sqlite:///quickstart.db") == "sqlite:///quickstart.db"

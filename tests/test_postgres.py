@@ -66,7 +66,10 @@ def test_two_workers_on_postgresql_finish_one_study(tiny_study: Path, postgres_u
         masks = trained_masks(trials)
         assert sum(c - 1 for c in Counter(masks).values()) <= n_workers - 1, masks
         assert study.user_attrs[cli.CONFIG_ATTR]["search"]["n_trials"] == n_trials
-        assert f"Stored in: {postgres_url}" in logs[0].read_text()
+        log = logs[0].read_text()
+        assert f"Stored in: {cli._without_password(postgres_url)}" in log
+        password = postgres_url.split("://", 1)[1].split("@", 1)[0].partition(":")[2]
+        assert not password or f":{password}@" not in log  # never echoed
     finally:
         for proc in procs:
             if proc.poll() is None:
