@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy.exc
 from optuna.trial import TrialState
 from workers import evaluated, slow_study, start_search, trained_masks
 
@@ -46,7 +47,8 @@ def test_kill_9_in_mid_trial_then_the_same_command_finishes_the_study(
                 continue
             try:
                 study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder}/tiny.db")
-            except KeyError:
+            except (KeyError, sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+                # No study yet, or the worker is creating the schema at this very moment.
                 continue
             for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 # A trial after the first, once its whole mask is decided and training has begun.
