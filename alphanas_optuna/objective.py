@@ -332,6 +332,7 @@ class AlphaNASObjective:
             pad_token_id=self.pad_token_id,
             shuffle=True,
             seed=cfg.seed,
+            group_by_length=cfg.group_by_length,
         )
         eval_dl = make_dataloader(
             self.validation,

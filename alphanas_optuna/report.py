@@ -495,6 +495,7 @@ def final_fine_tune(
         pad_token_id=pad_token_id,
         shuffle=True,
         seed=training.seed,
+        group_by_length=training.group_by_length,
     )
     eval_dl = make_dataloader(
         validation, batch_size=training.eval_batch_size, pad_token_id=pad_token_id, shuffle=False

@@ -49,6 +49,9 @@ class TrainingConfig:
             moves, yet its gradient and AdamW update cost as much as several encoder layers
             (30522 x 384 = 11.7M of MiniLM-L6's 22.7M parameters): freezing it makes a step of a
             shallow sub-model several times faster. The matrix still counts in N.
+        group_by_length: Batch training examples of similar length together (less padding, the
+            same examples; like the ``Trainer``'s ``train_sampling_strategy="group_by_length"``).
+            ``False`` gives uniformly random batches.
         seed: Seed of initialisation of new heads, data order and dropout.
     """
 
@@ -64,6 +67,7 @@ class TrainingConfig:
     mixed_precision: str = "no"
     evaluations: int = 1
     freeze_embeddings: bool = True
+    group_by_length: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -2,14 +2,17 @@
 
 Both get the same mask, the same data (the same reviews, already tokenised, dynamic padding), and
 the same hyper-parameters (epochs, learning rate, batch sizes, warm-up, weight decay, seed). The
-``Trainer`` objective is what a user would otherwise write: load the pretrained model, drop the
-layers, ``Trainer(...).train()``, ``.evaluate()``. It is given every advantage that is one line
-away (tokenised once outside the objective, ``DataCollatorWithPadding``, no checkpoints, no
-logging integrations). The AlphaNAS objective additionally keeps the base model in memory,
-groups batches by length, freezes the word embeddings and uses fused AdamW; the ablation row
-``alphanas (embeddings trained)`` shows what freezing alone changes.
+``Trainer`` objective is what a user would otherwise write, as in Hugging Face's text-classification
+guide: load the pretrained model, drop the layers, ``Trainer(...).train()``, ``.evaluate()``, with
+the data tokenised once outside the objective, ``DataCollatorWithPadding``, no checkpoints and no
+logging integrations (``trainer``). A second Trainer baseline also sets
+``train_sampling_strategy="group_by_length"`` (``trainer (length-grouped)``): the one-line change
+that gives the Trainer the length-grouped batches the AlphaNAS objective uses. The AlphaNAS
+objective keeps the base model in memory, groups batches by length, freezes the word embeddings and
+uses fused AdamW; ``--ablation`` adds ``alphanas (embeddings trained)`` and ``alphanas (random
+batches)``, which show what freezing and length grouping alone change (``--only`` picks objectives).
 
-    python benchmarks/trial_cost.py --data ../shared/data/imdb --train-size 1000
+    python benchmarks/trial_cost.py --max-length 512 --masks 111111 110011
 
 Writes a markdown table to stdout (and ``--out``).
 """
@@ -33,8 +36,18 @@ from alphanas_optuna.data import DataConfig
 from alphanas_optuna.synthesis import drop_layers, resolve_model_source
 from alphanas_optuna.training import TrainingConfig
 
+ALL_OBJECTIVES = (
+    "trainer",
+    "trainer (length-grouped)",
+    "alphanas",
+    "alphanas (embeddings trained)",
+    "alphanas (random batches)",
+)
 
-def trainer_objective_factory(model_name: str, train, validation, tokenizer, cfg, fitness, mask):
+
+def trainer_objective_factory(
+    model_name: str, train, validation, tokenizer, cfg, mask, *, group_by_length: bool = False
+):
     """A Trainer-based objective for one fixed mask (what a user would write)."""
     from datasets import Dataset
     from transformers import (
@@ -46,7 +59,11 @@ def trainer_objective_factory(model_name: str, train, validation, tokenizer, cfg
 
     def as_dataset(split):
         return Dataset.from_dict(
-            {"input_ids": [x.tolist() for x in split.input_ids], "labels": split.labels.tolist()}
+            {
+                "input_ids": [x.tolist() for x in split.input_ids],
+                "labels": split.labels.tolist(),
+                "length": [len(x) for x in split.input_ids],
+            }
         )
 
     train_ds, eval_ds = as_dataset(train), as_dataset(validation)
@@ -77,6 +94,7 @@ def trainer_objective_factory(model_name: str, train, validation, tokenizer, cfg
                 logging_strategy="no",
                 disable_tqdm=True,
                 use_cpu=not torch.cuda.is_available(),
+                train_sampling_strategy="group_by_length" if group_by_length else "random",
             )
             trainer = Trainer(
                 model=model,
@@ -105,8 +123,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--masks", nargs="+", default=["111111", "110100"])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0, help="training seed of every objective")
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also run the AlphaNAS objective with the embeddings trained, and with random batches",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help=f"run only these objectives (of {', '.join(ALL_OBJECTIVES)})",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    names = args.only or [*ALL_OBJECTIVES[:3], *(ALL_OBJECTIVES[3:] if args.ablation else [])]
+    unknown = sorted(set(names) - set(ALL_OBJECTIVES))
+    if unknown:
+        parser.error(f"--only: unknown objective(s) {unknown}; choose from {ALL_OBJECTIVES}")
     if args.threads:
         torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -117,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         validation_size=args.validation_size,
         max_length=args.max_length,
     )
-    cfg = TrainingConfig(epochs=1, learning_rate=2e-4, batch_size=16, eval_batch_size=64, seed=0)
+    cfg = TrainingConfig(
+        epochs=1, learning_rate=2e-4, batch_size=16, eval_batch_size=64, seed=args.seed
+    )
     fitness = FitnessConfig(min_accuracy=0.0)
     t0 = time.perf_counter()
     ours = AlphaNASObjective.from_pretrained(
@@ -127,22 +164,32 @@ def main(argv: list[str] | None = None) -> int:
     variants = {
         "alphanas": cfg,
         "alphanas (embeddings trained)": dataclasses.replace(cfg, freeze_embeddings=False),
+        "alphanas (random batches)": dataclasses.replace(cfg, group_by_length=False),
     }
     rows = []
     for mask_str in args.masks:
         mask = parse_mask(mask_str)
         params = {f"layer_{i:02d}": b for i, b in enumerate(mask)}
-        trainer_obj = trainer_objective_factory(
-            args.model, ours.train, ours.validation, ours.tokenizer, cfg, fitness, mask
-        )
+        trainers = {
+            name: trainer_objective_factory(
+                args.model,
+                ours.train,
+                ours.validation,
+                ours.tokenizer,
+                cfg,
+                mask,
+                group_by_length=grouped,
+            )
+            for name, grouped in [("trainer", False), ("trainer (length-grouped)", True)]
+        }
         for rep in range(args.repeats):
             results = {}
-            for name in ["trainer", *variants]:
+            for name in names:
                 study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
                 study.enqueue_trial(params)
                 start = time.perf_counter()
-                if name == "trainer":
-                    study.optimize(trainer_obj, n_trials=1)
+                if name in trainers:
+                    study.optimize(trainers[name], n_trials=1)
                 else:
                     ours.training = variants[name]
                     study.optimize(ours, n_trials=1)
@@ -153,31 +200,39 @@ def main(argv: list[str] | None = None) -> int:
                     f"{mask_str} rep {rep} {name}: {seconds:.1f}s accuracy {accuracy:.4f}",
                     flush=True,
                 )
-            base_s, base_a = results["trainer"]
+            nan = (float("nan"), float("nan"))
+            base_s, base_a = results.get("trainer", nan)
+            grouped_s = results.get("trainer (length-grouped)", nan)[0]
             for name, (s, a) in results.items():
-                rows.append((mask_str, rep, name, s, a, s / base_s, (a - base_a) * 100))
+                rows.append(
+                    (mask_str, rep, name, s, a, s / base_s, s / grouped_s, (a - base_a) * 100)
+                )
 
     n = args.validation_size
     lines = [
         f"Trial cost, {args.model} on IMDB: {args.train_size} train / {n} validation reviews, "
-        f"{args.max_length} tokens, 1 epoch, lr 2e-4, batch 16, seed 0; "
+        f"{args.max_length} tokens, 1 epoch, lr 2e-4, batch 16, seed {args.seed}; "
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads; "
         f"objective set-up (load model + data + tokenise, once per process) {setup:.1f}s.",
         "",
         "| mask | run | objective | seconds per trial | validation accuracy | time vs Trainer | "
-        "accuracy vs Trainer (points) |",
-        "|---|---|---|---|---|---|---|",
+        "time vs length-grouped Trainer | accuracy vs Trainer (points) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for mask_str, rep, name, s, a, ratio, delta in rows:
+    for mask_str, rep, name, s, a, ratio, ratio_grouped, delta in rows:
         lines.append(
-            f"| `{mask_str}` | {rep} | {name} | {s:.1f} | {a:.4f} | {ratio:.2f}x | {delta:+.1f} |"
+            f"| `{mask_str}` | {rep} | {name} | {s:.1f} | {a:.4f} | {ratio:.2f}x | "
+            f"{ratio_grouped:.2f}x | {delta:+.1f} |"
         )
-    ratios = [r[5] for r in rows if r[2] == "alphanas"]
     lines.append("")
-    lines.append(
-        f"Geometric mean time ratio (alphanas / Trainer): {float(np.exp(np.mean(np.log(ratios)))):.2f}x "
-        f"over {len(ratios)} trials."
-    )
+    for column, label in [(5, "Trainer"), (6, "length-grouped Trainer")]:
+        ratios = [r[column] for r in rows if r[2] == "alphanas" and np.isfinite(r[column])]
+        if not ratios:
+            continue
+        mean = float(np.exp(np.mean(np.log(ratios))))
+        lines.append(
+            f"Geometric mean time ratio, alphanas / {label}: {mean:.2f}x over {len(ratios)} trials."
+        )
     text = "\n".join(lines)
     print(text)
     if args.out:

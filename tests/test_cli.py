@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from alphanas_optuna import cli
+from alphanas_optuna import cli, search
 from alphanas_optuna.config import load_study_config
 
 EVALUATED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -78,11 +78,11 @@ def test_search_runs_the_total_then_resumes_only_what_is_missing(
 
     # The study describes itself: the study file's settings and the model's size.
     config = load_study_config(tiny_study)
-    assert study.user_attrs[cli.CONFIG_ATTR] == config.to_dict()
+    assert study.user_attrs[search.CONFIG_ATTR] == config.to_dict()
     assert study.user_attrs["alphanas_n_layers"] == 4
     assert study.user_attrs["alphanas_full_params"] > 0
     for trial in study.trials:
-        worker = trial.system_attrs[cli.WORKER_KEY]
+        worker = trial.system_attrs[search.WORKER_KEY]
         assert worker["pid"] > 0 and worker["host"]
 
     # The same command again: the study is complete, nothing runs.
@@ -372,7 +372,7 @@ def test_a_trial_whose_worker_never_started_is_failed_after_the_grace_period() -
 
     import optuna
 
-    from alphanas_optuna.cli import recover_dead_trials
+    from alphanas_optuna.search import recover_dead_trials
 
     study = optuna.create_study(direction="maximize")
     orphan = study.ask({"layer_00": optuna.distributions.CategoricalDistribution((0, 1))})
@@ -387,7 +387,7 @@ def test_a_trial_whose_worker_never_started_is_failed_after_the_grace_period() -
 
 
 def test_printed_storage_urls_hide_the_password() -> None:
-    from alphanas_optuna.cli import _without_password
+    from alphanas_optuna.search import _without_password
 
     url = "postgresql+psycopg2://alphanas:s3cret@db.example.org:5432/alphanas"
     assert (

@@ -44,6 +44,13 @@ def test_defaults_of_an_empty_file(tmp_path: Path) -> None:
     assert not config.two_objectives
 
 
+def test_training_switches(tmp_path: Path) -> None:
+    path = write(tmp_path, "[training]\ngroup_by_length = false\nfreeze_embeddings = false\n")
+    training = load_study_config(path).training
+    assert training.group_by_length is False and training.freeze_embeddings is False
+    assert load_study_config(write(tmp_path, "")).training.group_by_length is True
+
+
 def test_generations_count_population(tmp_path: Path) -> None:
     path = write(tmp_path, "[sampler]\npopulation_size = 5\n[search]\ngenerations = 3\n")
     assert load_study_config(path).n_trials() == 15
@@ -78,6 +85,7 @@ def test_relative_paths_are_relative_to_the_study_file(tmp_path: Path) -> None:
         ("[sampler]\npopulaton_size = 4\n", ["[sampler] 'populaton_size'", "population_size"]),
         ("[training]\nbatch_size = 'big'\n", ["[training] batch_size", "an integer", "'big'"]),
         ("[training]\nepochs = true\n", ["[training] epochs", "a number"]),
+        ("[training]\ngroup_by_length = 'yes'\n", ["[training] group_by_length", "true or false"]),
         ("[model]\nnum_labels = 2.5\n", ["[model] num_labels", "an integer"]),
         ("[data]\ntrain_size = 'some'\n", ["[data] train_size", '"all"']),
         ("[search]\ndirections = 'maximize'\n", ["[search] directions", "a list of str"]),

@@ -185,6 +185,29 @@ def test_batches_are_length_grouped_padded_and_cover_every_example() -> None:
     assert order_a == order_b
 
 
+def test_group_by_length_false_gives_random_batches() -> None:
+    tok = tiny_tokenizer()
+    texts = ["great movie " * (1 + (i * 7) % 23) for i in range(96)]
+    labels = np.arange(96) % 2
+    split = tokenize_split(texts, labels, tok, 64, cache_dir="")
+
+    def batch_lengths(group: bool, seed: int) -> list[list[int]]:
+        loader = make_dataloader(
+            split, batch_size=8, pad_token_id=0, shuffle=True, seed=seed, group_by_length=group
+        )
+        return [batch["attention_mask"].sum(1).tolist() for batch in loader]
+
+    def spread(batches: list[list[int]]) -> float:
+        return float(np.mean([max(b) - min(b) for b in batches]))
+
+    grouped, random = batch_lengths(True, 3), batch_lengths(False, 3)
+    # Every example once either way; random batches mix lengths, grouped ones do not.
+    assert sorted(sum(random, [])) == sorted(sum(grouped, [])) == sorted(split.lengths.tolist())
+    assert spread(grouped) < 0.25 * spread(random)
+    # Random batches are still seeded.
+    assert batch_lengths(False, 3) == random != batch_lengths(False, 4)
+
+
 @pytest.mark.skipif(
     not (IMDB / "train.parquet").is_file(), reason=f"IMDB parquet not found at {IMDB}"
 )

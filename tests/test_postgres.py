@@ -18,7 +18,7 @@ import pytest
 from optuna.trial import TrialState
 from workers import slow_study, start_search, trained_masks
 
-from alphanas_optuna import cli
+from alphanas_optuna import search
 
 pytestmark = pytest.mark.postgres
 
@@ -62,12 +62,12 @@ def test_two_workers_on_postgresql_finish_one_study(tiny_study: Path, postgres_u
         trials = study.trials
         assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
         assert n_trials <= len(trials) <= n_trials + n_workers - 1
-        assert len({t.system_attrs[cli.WORKER_KEY]["pid"] for t in trials}) == n_workers
+        assert len({t.system_attrs[search.WORKER_KEY]["pid"] for t in trials}) == n_workers
         masks = trained_masks(trials)
         assert sum(c - 1 for c in Counter(masks).values()) <= n_workers - 1, masks
-        assert study.user_attrs[cli.CONFIG_ATTR]["search"]["n_trials"] == n_trials
+        assert study.user_attrs[search.CONFIG_ATTR]["search"]["n_trials"] == n_trials
         log = logs[0].read_text()
-        assert f"Stored in: {cli._without_password(postgres_url)}" in log
+        assert f"Stored in: {search._without_password(postgres_url)}" in log
         password = postgres_url.split("://", 1)[1].split("@", 1)[0].partition(":")[2]
         assert not password or f":{password}@" not in log  # never echoed
     finally:

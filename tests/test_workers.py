@@ -15,7 +15,7 @@ import sqlalchemy.exc
 from optuna.trial import TrialState
 from workers import evaluated, slow_study, start_search, trained_masks
 
-from alphanas_optuna import cli
+from alphanas_optuna import search
 
 
 def wait_all(procs: list[subprocess.Popen], logs: list[Path], timeout: float = 240) -> None:
@@ -55,7 +55,7 @@ def test_kill_9_in_mid_trial_then_the_same_command_finishes_the_study(
                 if (
                     trial.number >= 1
                     and len(trial.params) == 4
-                    and cli.WORKER_KEY in trial.system_attrs
+                    and search.WORKER_KEY in trial.system_attrs
                 ):
                     victim = trial
         assert victim is not None, f"no trial was seen running:\n{log.read_text()[-3000:]}"
@@ -110,9 +110,9 @@ def test_three_workers_share_one_sqlite_study(tiny_study: Path) -> None:
     # Each worker checks the total before it starts a trial: at most one extra trial per other
     # worker when they start at the same instant.
     assert n_trials <= len(trials) <= n_trials + n_workers - 1
-    pids = {t.system_attrs[cli.WORKER_KEY]["pid"] for t in trials}
+    pids = {t.system_attrs[search.WORKER_KEY]["pid"] for t in trials}
     assert len(pids) >= 2, "the work was not shared"
     masks = trained_masks(trials)
     repeats = sum(c - 1 for c in Counter(masks).values())
     assert repeats <= n_workers - 1, masks
-    assert study.user_attrs[cli.CONFIG_ATTR]["search"]["n_trials"] == n_trials
+    assert study.user_attrs[search.CONFIG_ATTR]["search"]["n_trials"] == n_trials

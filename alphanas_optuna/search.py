@@ -1,0 +1,610 @@
+"""Running an AlphaNAS study on an Optuna storage: the work behind ``alphanas search``.
+
+:func:`search` opens (or creates) the study, checks its directions, fails trials that dead workers
+left RUNNING and queues their masks again, then optimizes until the study holds ``n_trials``
+trials; the same call in several processes (or machines, with PostgreSQL) shares the work. It joins
+the study file (:mod:`alphanas_optuna.config`), the objective and the sampler; everything that
+needs torch is imported inside functions, so importing this module is fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import gc
+import logging
+import math
+import os
+import socket
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+    from alphanas_optuna.config import StudyConfig
+
+__all__ = [
+    "CONFIG_ATTR",
+    "WORKER_KEY",
+    "SearchResult",
+    "UsageError",
+    "default_storage",
+    "recover_dead_trials",
+    "search",
+    "summarize",
+]
+
+#: Trial system attribute with the host and process that run the trial.
+WORKER_KEY = "alphanas:worker"
+#: Study user attribute holding the validated study file (:meth:`StudyConfig.to_dict`).
+CONFIG_ATTR = "alphanas_config"
+# A process stops after this many failed trials in a row (e.g. out of memory for every mask).
+_MAX_CONSECUTIVE_FAILURES = 5
+# Attempts to open an RDB storage whose schema another worker may be creating at the same moment.
+_STORAGE_ATTEMPTS = 5
+
+
+class UsageError(Exception):
+    """A bad input: the CLI prints the message as one line and exits with status 2."""
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """What :func:`search` did.
+
+    Attributes:
+        storage: The storage URL.
+        study_name: The study's name.
+        n_trials: Evaluated (COMPLETE or PRUNED) trials in the study at the end.
+        target: The study's total ``n_trials`` (``None``: until the timeout).
+        summary: The text printed at the end.
+    """
+
+    storage: str
+    study_name: str
+    n_trials: int
+    target: int | None
+    summary: str
+
+
+def default_storage(study_name: str) -> str:
+    """``sqlite:///<study_name>.db``: a SQLite file in the current directory."""
+    return f"sqlite:///{study_name}.db"
+
+
+def _bad_input(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call ``func``, turning the errors of a bad input into :class:`UsageError`."""
+    from alphanas_optuna.data import DataError
+    from alphanas_optuna.synthesis import HubUnreachableError
+
+    try:
+        return func(*args, **kwargs)
+    except (DataError, HubUnreachableError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def search(
+    config: StudyConfig,
+    *,
+    storage: str | None = None,
+    study_name: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    progress: bool = True,
+) -> SearchResult:
+    """Run or resume the study that ``config`` describes until it holds ``n_trials`` trials.
+
+    Args:
+        config: The validated study file (with ``--data`` already applied).
+        storage: Optuna storage URL; default ``sqlite:///<study_name>.db``.
+        study_name: Default: ``config.study_name``.
+        n_trials: Total evaluated trials of the study over every run and worker; default from
+            ``[search]``. ``None`` there too: run until ``timeout`` or Ctrl-C.
+        timeout: Seconds this process searches; default ``[search] timeout``.
+        progress: Show a progress bar and one line per trial on stderr.
+
+    Raises:
+        UsageError: A bad study, storage, data or model; nothing was written to the storage.
+        KeyboardInterrupt: Ctrl-C; the running trial is FAIL and the study can be resumed.
+    """
+    import optuna
+
+    name = study_name or config.study_name
+    url = storage or default_storage(name)
+    total = n_trials if n_trials is not None else config.n_trials()
+    if total is not None and total < 1:
+        raise UsageError(f"--n-trials must be >= 1, got {total}")
+    timeout = timeout if timeout is not None else config.search.timeout
+    if timeout is not None and not timeout > 0:
+        raise UsageError(f"--timeout must be > 0 seconds, got {timeout}")
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _quiet_interrupts()
+    out = sys.stderr
+    rdb = _open_storage(url, config=config, create=False)  # None: a SQLite file not made yet
+    directions = [d.lower() for d in config.search.directions]
+    existing = _existing_directions(rdb, name) if rdb is not None else None
+    if existing is not None:
+        directions = _fitting_directions(existing, directions, name, url, config)
+        # Fail what killed workers left RUNNING before deciding whether anything is left to do.
+        study = optuna.load_study(study_name=name, storage=rdb)
+        _report_recovered(recover_dead_trials(study, config.search.grace_period), out)
+        if _nothing_left(study, total, out):
+            return _finish(study, url, total)
+
+    objective = _bad_input(_load_objective, config)
+    if rdb is None:
+        rdb = _open_storage(url, config=config, create=True)
+    sampler = config.make_sampler(n_layers=objective.n_layers)
+    try:
+        study = optuna.create_study(
+            storage=rdb,
+            study_name=name,
+            directions=directions,
+            sampler=sampler,
+            pruner=optuna.pruners.NopPruner(),
+            load_if_exists=True,
+        )
+    except Exception as exc:  # noqa: BLE001 - a storage we cannot write to
+        raise UsageError(f"cannot create study {name!r} in {url}: {exc}") from exc
+    # Another worker may have created the study a moment ago, with other directions.
+    _fitting_directions([d.name.lower() for d in study.directions], directions, name, url, config)
+    _record_study_attrs(study, config, objective)
+    _report_recovered(recover_dead_trials(study, config.search.grace_period), out)
+    if not _nothing_left(study, total, out):
+        _optimize(study, objective, total, timeout, progress, config.search.grace_period)
+    return _finish(study, url, total)
+
+
+class _NoInterruptTraceback(logging.Filter):
+    """Optuna logs a trial stopped by Ctrl-C with a traceback; the CLI says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            return False
+        return not (
+            record.levelno == logging.WARNING and "failed with value None" in record.getMessage()
+        )
+
+
+def _quiet_interrupts() -> None:
+    logger = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _NoInterruptTraceback) for f in logger.filters):
+        logger.addFilter(_NoInterruptTraceback())
+
+
+def _report_recovered(numbers: list[int], out: Any) -> None:
+    if numbers:
+        print(
+            f"Failed {len(numbers)} trial(s) left RUNNING by a stopped process "
+            f"({', '.join(str(n) for n in numbers)}); their masks will be evaluated again.",
+            file=out,
+        )
+
+
+def _nothing_left(study: optuna.Study, total: int | None, out: Any) -> bool:
+    from optuna.trial import TrialState
+
+    if total is None:
+        return False
+    done = _count(study, (TrialState.COMPLETE, TrialState.PRUNED))
+    running = _count(study, (TrialState.RUNNING,))
+    if done + running < total:
+        return False
+    note = f" ({running} running in other workers)" if running else ""
+    print(
+        f"Study {study.study_name!r} already holds {done} of {total} trials{note}; nothing to run.",
+        file=out,
+    )
+    return True
+
+
+def _finish(study: optuna.Study, url: str, total: int | None) -> SearchResult:
+    from optuna.trial import TrialState
+
+    summary = summarize(study, url)
+    print(summary)
+    return SearchResult(
+        storage=url,
+        study_name=study.study_name,
+        n_trials=_count(study, (TrialState.COMPLETE, TrialState.PRUNED)),
+        target=total,
+        summary=summary,
+    )
+
+
+def _load_objective(config: StudyConfig) -> Any:
+    from alphanas_optuna.objective import AlphaNASObjective
+
+    prefix = config.sampler.get("prefix")
+    kwargs = {"prefix": prefix} if prefix else {}
+    return AlphaNASObjective.from_pretrained(
+        config.model.name,
+        data=config.data,
+        num_labels=config.model.num_labels,
+        training=config.training,
+        fitness=config.fitness,
+        **kwargs,
+    )
+
+
+def _is_new_sqlite(url: str) -> bool:
+    """A SQLite URL whose file does not exist yet (so it holds no study)."""
+    if not url.startswith("sqlite:///"):
+        return False
+    path = url[len("sqlite:///") :].split("?", 1)[0]
+    return bool(path) and path != ":memory:" and not Path(path).exists()
+
+
+def _open_storage(
+    url: str, *, config: StudyConfig | None = None, create: bool = True
+) -> optuna.storages.RDBStorage | None:
+    """An RDB storage with heartbeats; ``None`` if ``create`` is false and it would be created.
+
+    A killed worker's trial stops beating; after ``grace_period`` seconds any worker fails it and
+    enqueues its mask again.
+    """
+    import optuna
+
+    if not create and _is_new_sqlite(url):
+        return None
+    if "://" not in url:
+        raise UsageError(
+            f"storage {url!r} is not a database URL; use sqlite:///FILE.db or "
+            "postgresql://user:password@host/database"
+        )
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # Several processes write to one SQLite file: wait for the lock instead of failing.
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    search = config.search if config is not None else None
+    for attempt in range(_STORAGE_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=search.heartbeat_interval if search else None,
+                    grace_period=search.grace_period if search else None,
+                    heartbeat_stale_trial_callback=_retry_trial if search else None,
+                )
+        except Exception as exc:  # noqa: BLE001 - sqlalchemy's many connection errors
+            # Workers started together race to create the schema of a new database: the loser
+            # sees an IntegrityError ("UNIQUE constraint failed: alembic_version") or "table
+            # already exists"; by the next attempt the schema is there.
+            racing = type(exc).__name__ in ("IntegrityError", "OperationalError")
+            if racing and attempt + 1 < _STORAGE_ATTEMPTS:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UsageError(f"cannot open storage {url}: {first}") from exc
+    raise AssertionError("unreachable")
+
+
+def _existing_directions(storage: optuna.storages.BaseStorage, name: str) -> list[str] | None:
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    return [d.name.lower() for d in storage.get_study_directions(study_id)]
+
+
+def _fitting_directions(
+    existing: list[str], wanted: list[str], name: str, url: str, config: StudyConfig
+) -> list[str]:
+    """The existing study's directions if AlphaNAS can use them, else a :class:`UsageError`."""
+    from optuna.study import StudyDirection
+
+    from alphanas_optuna.objective import check_directions
+
+    try:
+        check_directions([StudyDirection[d.upper()] for d in existing])
+    except (ValueError, KeyError) as exc:
+        raise UsageError(
+            f"study {name!r} in {url} has directions ({' '.join(existing)}) but the study file "
+            f"{config.path} asks for ({' '.join(wanted)}); AlphaNAS needs 'maximize' (Q) or "
+            "'maximize minimize' (accuracy, parameters). Use another --study-name, or delete the "
+            f"study with `optuna delete-study --study-name {name} --storage {url}`."
+        ) from exc
+    if existing != wanted:
+        print(
+            f"Study {name!r} exists with directions ({' '.join(existing)}); searching in that mode "
+            f"instead of the study file's ({' '.join(wanted)}).",
+            file=sys.stderr,
+        )
+    return existing
+
+
+def _record_study_attrs(study: optuna.Study, config: StudyConfig, objective: Any) -> None:
+    """Store the study file's settings in the study, once (the first worker writes them)."""
+    from alphanas_optuna import __version__
+
+    attrs = study.user_attrs
+    settings = config.to_dict()
+    if CONFIG_ATTR not in attrs:
+        study.set_user_attr(CONFIG_ATTR, settings)
+        study.set_user_attr("alphanas_study_file", str(config.path) if config.path else None)
+        study.set_user_attr("alphanas_version", __version__)
+        study.set_user_attr("alphanas_n_layers", objective.n_layers)
+        study.set_user_attr("alphanas_full_params", objective.n_params((1,) * objective.n_layers))
+        return
+    stored = dict(attrs[CONFIG_ATTR])
+    mine = dict(settings)
+    for d in (stored, mine):  # Workers may read the same data from different places.
+        d["data"] = {k: v for k, v in dict(d.get("data", {})).items() if k != "source"}
+    changed = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
+    if changed:
+        print(
+            f"Note: the study file's [{'], ['.join(changed)}] differ from the settings the study "
+            "was created with; earlier results are reused only where the training settings match.",
+            file=sys.stderr,
+        )
+
+
+# ------------------------------------------------------------------------- workers and recovery
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused PID apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _worker_info() -> dict[str, Any]:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid)}
+
+
+def _is_alive(info: dict[str, Any]) -> bool:
+    pid = int(info.get("pid", -1))
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    start = info.get("start")
+    return start is None or _process_start(pid) in (None, start)
+
+
+def _retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Enqueue a failed trial's mask again (the heartbeat's and the start check's callback)."""
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    if not trial.params:
+        return  # Killed before its mask was decided: nothing to retry.
+    clean = type(trial)(
+        number=trial.number,
+        state=trial.state,
+        value=None,
+        datetime_start=trial.datetime_start,
+        datetime_complete=trial.datetime_complete,
+        params=trial.params,
+        distributions=trial.distributions,
+        user_attrs=trial.user_attrs,
+        system_attrs={k: v for k, v in trial.system_attrs.items() if k != WORKER_KEY},
+        intermediate_values=trial.intermediate_values,
+        trial_id=trial._trial_id,
+        values=None,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback(max_retry=3)(study, clean)
+
+
+def recover_dead_trials(study: optuna.Study, grace_period: float | None = None) -> list[int]:
+    """Fail the trials left RUNNING by dead processes and enqueue their masks again.
+
+    Trials run on this host by a process that no longer exists are failed at once; trials of
+    other hosts are failed by Optuna's heartbeat check once their heartbeat is older than the
+    grace period. A trial that never recorded its worker (its process died between creating it
+    and starting the objective, which every live worker does within seconds) is failed once it is
+    older than ``grace_period`` seconds.
+
+    Returns:
+        The numbers of the trials this call failed.
+    """
+    import copy
+
+    import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    failed: list[int] = []
+    host = socket.gethostname()
+    storage = study._storage
+    now = datetime.datetime.now()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        info = trial.system_attrs.get(WORKER_KEY)
+        if not isinstance(info, dict):
+            started = trial.datetime_start
+            if grace_period is None or started is None:
+                continue
+            if (now - started).total_seconds() <= grace_period:
+                continue
+        elif info.get("host") != host or _is_alive(info):
+            continue
+        try:
+            if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                failed.append(trial.number)
+                _retry_trial(study, copy.deepcopy(storage.get_trial(trial._trial_id)))
+        except UpdateFinishedTrialError:
+            pass  # Another worker failed it first.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+        optuna.storages.fail_stale_trials(study)
+        after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    return sorted(set(failed) | (after - before))
+
+
+def _count(study: optuna.Study, states: tuple[Any, ...]) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def _optimize(
+    study: optuna.Study,
+    objective: Any,
+    total: int | None,
+    timeout: float | None,
+    progress: bool,
+    grace_period: float | None = None,
+) -> None:
+    from optuna.trial import TrialState
+    from tqdm.auto import tqdm
+
+    evaluated = (TrialState.COMPLETE, TrialState.PRUNED)
+    worker = _worker_info()
+
+    current: list[int] = []
+
+    def run_trial(trial: optuna.Trial) -> Any:
+        current[:] = [trial._trial_id]
+        study._storage.set_trial_system_attr(trial._trial_id, WORKER_KEY, worker)
+        return objective(trial)
+
+    bar = tqdm(
+        total=total,
+        initial=_count(study, evaluated),
+        unit="trial",
+        desc=study.study_name,
+        file=sys.stderr,
+        # A bar in a terminal; in a log file only the line per trial.
+        disable=not (progress and sys.stderr.isatty()),
+        dynamic_ncols=True,
+    )
+    failures = [0]
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        done = _count(study, evaluated)
+        bar.n = done
+        bar.refresh()
+        if progress:
+            shown = f"[{done}/{total}]" if total is not None else f"[{done}]"
+            bar.write(f"{shown} {_trial_line(trial)}", file=sys.stderr)
+        failures[0] = failures[0] + 1 if trial.state == TrialState.FAIL else 0
+        if failures[0] >= _MAX_CONSECUTIVE_FAILURES:
+            bar.write(
+                f"alphanas: {failures[0]} trials failed in a row (see fail_reason in their user "
+                "attributes); stopping this worker.",
+                file=sys.stderr,
+            )
+            study.stop()
+        # Trials other workers are running count too, so that N workers share the total; a trial
+        # whose worker died is failed (and its mask queued again) before it is counted.
+        if total is not None and done + _count(study, (TrialState.RUNNING,)) >= total:
+            recover_dead_trials(study, grace_period)
+            if done + _count(study, (TrialState.RUNNING,)) >= total:
+                study.stop()
+
+    # Everything alive now (libraries, the base model, the tokenised data) lives as long as the
+    # search: keep it out of the garbage collections that every trial runs to free the sub-model.
+    gc.collect()
+    gc.freeze()
+    try:
+        study.optimize(run_trial, timeout=timeout, callbacks=[after_trial], gc_after_trial=False)
+    except KeyboardInterrupt:
+        # Optuna has marked the interrupted trial FAIL: queue its mask again, as for a killed one.
+        if current:
+            trial = study._storage.get_trial(current[0])
+            if trial.state == TrialState.FAIL:
+                _retry_trial(study, trial)
+        raise
+    finally:
+        gc.unfreeze()
+        bar.close()
+
+
+def _trial_line(trial: optuna.trial.FrozenTrial) -> str:
+    ua = trial.user_attrs
+    parts = [f"trial {trial.number:>4}", str(ua.get("mask", "?"))]
+    if ua.get("accuracy") is not None:
+        parts.append(f"A={ua['accuracy']:.4f}")
+    if ua.get("n_params") is not None:
+        parts.append(f"N={ua['n_params'] / 1e6:.2f}M")
+    if ua.get("quality") is not None:
+        parts.append(f"Q={ua['quality']:.4f}")
+    state = trial.state.name.lower()
+    if state == "pruned":
+        state = f"infeasible: {ua.get('infeasible_reason')}"
+    elif state == "fail" and ua.get("fail_reason"):
+        state = f"failed: {ua['fail_reason']}"
+    if "reused_from" in ua:
+        state += f" (result of trial {ua['reused_from']})"
+    parts.append(state)
+    return "  ".join(parts)
+
+
+# ------------------------------------------------------------------------------------- summary
+
+
+def summarize(study: optuna.Study, storage: str) -> str:
+    """The best mask with A, N, Q (or the Pareto front), and where the study is stored."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    counts = {s: sum(t.state == s for t in trials) for s in TrialState}
+    lines = [
+        f"Study {study.study_name!r}: {counts[TrialState.COMPLETE]} feasible, "
+        f"{counts[TrialState.PRUNED]} infeasible, {counts[TrialState.FAIL]} failed, "
+        f"{counts[TrialState.RUNNING]} running trials."
+    ]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        lines.append("No feasible mask yet (every evaluated mask was pruned as infeasible).")
+    elif len(study.directions) == 1:
+        best = study.best_trial
+        lines.append("Best mask: " + _describe(best))
+    else:
+        front = sorted(study.best_trials, key=lambda t: -t.values[0])
+        lines.append(f"Pareto front (accuracy vs parameters): {len(front)} masks")
+        lines.extend("  " + _describe(t) for t in front)
+    where = ""
+    if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
+        where = f" ({Path(storage[len('sqlite:///') :].split('?', 1)[0]).resolve()})"
+    shown = _without_password(storage)
+    lines.append(f"Stored in: {shown}{where}")
+    lines.append(f"Dashboard: optuna-dashboard {shown}")
+    return "\n".join(lines)
+
+
+def _without_password(url: str) -> str:
+    """The storage URL with its password, if any, replaced by ``***`` (for printing)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - not a database URL: print it as given
+        return url
+    if parsed.password is None:
+        return url
+    return parsed.render_as_string(hide_password=True)
+
+
+def _describe(trial: optuna.trial.FrozenTrial) -> str:
+    ua = trial.user_attrs
+    mask = str(ua.get("mask", "?"))
+    kept = ua.get("n_layers", mask.count("1"))
+    acc = ua.get("accuracy")
+    n = ua.get("n_params")
+    q = ua.get("quality")
+    shown = [
+        f"{mask} (trial {trial.number}, {kept} of {len(mask)} layers)",
+        f"A = {acc:.4f}" if acc is not None else "A = ?",
+        f"N = {n / 1e6:.2f}M" if n is not None else "N = ?",
+        f"Q = {q:.4f}" if q is not None and math.isfinite(q) else "Q = ?",
+    ]
+    return ", ".join(shown)
