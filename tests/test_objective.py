@@ -112,6 +112,32 @@ def test_freeze_embeddings_keeps_the_word_embeddings_and_trains_the_rest() -> No
     assert "bert.embeddings.position_embeddings.weight" in changed
 
 
+@pytest.mark.parametrize("group", [True, False])
+def test_group_by_length_reaches_the_training_batches(
+    monkeypatch: pytest.MonkeyPatch, group: bool
+) -> None:
+    import alphanas_optuna.training as training
+
+    spreads: list[int] = []
+    original = training.fine_tune
+
+    def recording_fine_tune(model, train_loader, *args, **kwargs):
+        for batch in train_loader:
+            lengths = batch["attention_mask"].sum(1)
+            spreads.append(int(lengths.max() - lengths.min()))
+        return original(model, train_loader, *args, **kwargs)
+
+    monkeypatch.setattr(training, "fine_tune", recording_fine_tune)
+    cfg = dataclasses.replace(FAST, epochs=1, group_by_length=group)
+    study = _study()
+    study.enqueue_trial(_mask_params("111"))
+    fitness = FitnessConfig(min_accuracy=0.0)
+    study.optimize(_objective(training=cfg, fitness=fitness), n_trials=1)
+    assert study.trials[0].state == TrialState.COMPLETE
+    # The toy reviews have 4 to 12 tokens: random batches of 16 mix them, grouped ones barely.
+    assert (sum(spreads) / len(spreads) <= 2) is group, spreads
+
+
 def test_max_steps_and_gradient_accumulation_count_optimizer_steps(step_counter) -> None:
     from alphanas_optuna.objective import get_accelerator
 
