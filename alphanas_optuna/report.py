@@ -587,7 +587,9 @@ def _setup(config: StudyConfig, storage: str, study_name: str, *, need_test: boo
             f"{data.source}: no test split; the report evaluates on one (a folder with "
             "test.parquet/.csv/.jsonl next to train, a Hub dataset with a 'test' split, or aclImdb)"
         )
-    model, tokenizer = load_pretrained(config.model.name, num_labels=config.model.num_labels)
+    model, tokenizer = load_pretrained(
+        config.model.name, num_labels=config.model.num_labels, seed=config.training.seed
+    )
     mask = best.user_attrs["mask"]
     n_layers = n_encoder_layers(model)
     if len(mask) != n_layers:

@@ -341,3 +341,28 @@ def test_max_length_beyond_the_model_is_refused_before_training(tmp_path) -> Non
         )
     with pytest.raises(ValueError, match="seed"):
         TrainingConfig(seed=-1)
+
+
+def test_the_training_seed_draws_a_missing_classification_head(tmp_path) -> None:
+    from conftest import write_toy_data
+    from tiny_models import tiny_config, tiny_tokenizer
+    from transformers import BertModel
+
+    from alphanas_optuna.data import DataConfig
+
+    # A bare encoder checkpoint (like sentence-transformers' all-MiniLM-L6-v2): no head in it.
+    BertModel(tiny_config("bert")).save_pretrained(tmp_path / "encoder")
+    tiny_tokenizer().save_pretrained(tmp_path / "encoder")
+    data = DataConfig(
+        source=str(write_toy_data(tmp_path / "data")), validation_size=20, max_length=64
+    )
+
+    def head(seed: int) -> torch.Tensor:
+        objective = AlphaNASObjective.from_pretrained(
+            str(tmp_path / "encoder"), data=data, training=TrainingConfig(seed=seed)
+        )
+        return objective.model.classifier.weight.detach().clone()
+
+    first = head(0)
+    assert torch.equal(first, head(0))  # the same head in every process
+    assert not torch.allclose(first, head(1))
