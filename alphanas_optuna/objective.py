@@ -212,6 +212,7 @@ class AlphaNASObjective:
         """
         from alphanas_optuna.data import load_splits, tokenize_split
         from alphanas_optuna.synthesis import load_pretrained
+        from alphanas_optuna.training import TrainingConfig
 
         splits = load_splits(data)
         labels = num_labels if num_labels is not None else splits.num_labels

@@ -71,4 +71,4 @@ def test_the_readme_quickstart_command_runs_a_trial(tmp_path, monkeypatch) -> No
     # 500 balanced validation reviews: 0.6 is more than four standard errors above chance.
     assert trial.user_attrs["accuracy"] > 0.6
     assert trial.state == optuna.trial.TrialState.COMPLETE
-    assert study.user_attrs["alphanas_config"]["data"]["source"] == str(IMDB_DIR)
+    assert study.user_attrs["alphanas_config"]["data"]["source"] == str(IMDB_DIR.resolve())
