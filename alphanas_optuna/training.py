@@ -51,7 +51,8 @@ class TrainingConfig:
             shallow sub-model several times faster. The matrix still counts in N.
         group_by_length: Batch training examples of similar length together (less padding, the
             same examples; like the ``Trainer``'s ``train_sampling_strategy="group_by_length"``).
-            ``False`` gives uniformly random batches.
+            ``False`` gives uniformly random batches. On IMDB at 512 tokens grouping makes a trial
+            2-3x faster.
         seed: Seed of initialisation of new heads, data order and dropout.
     """
 
