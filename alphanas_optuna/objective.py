@@ -216,9 +216,9 @@ class AlphaNASObjective:
 
         splits = load_splits(data)
         labels = num_labels if num_labels is not None else splits.num_labels
+        training = training if training is not None else TrainingConfig()
         # The training seed also draws the new classification head (same head in every process).
-        seed = (training or TrainingConfig()).seed
-        model, tokenizer = load_pretrained(model_name, num_labels=labels, seed=seed)
+        model, tokenizer = load_pretrained(model_name, num_labels=labels, seed=training.seed)
         limit = _max_tokens(model, tokenizer)
         if data.max_length > limit:
             raise ValueError(
