@@ -587,8 +587,10 @@ def _setup(config: StudyConfig, storage: str, study_name: str, *, need_test: boo
             f"{data.source}: no test split; the report evaluates on one (a folder with "
             "test.parquet/.csv/.jsonl next to train, a Hub dataset with a 'test' split, or aclImdb)"
         )
+    training = final_training_config(config)
+    # The final fine-tune's seed also draws the new classification head, as in a search trial.
     model, tokenizer = load_pretrained(
-        config.model.name, num_labels=config.model.num_labels, seed=config.training.seed
+        config.model.name, num_labels=config.model.num_labels, seed=training.seed
     )
     mask = best.user_attrs["mask"]
     n_layers = n_encoder_layers(model)
@@ -619,7 +621,7 @@ def _setup(config: StudyConfig, storage: str, study_name: str, *, need_test: boo
         train=tok["train"],
         validation=tok["validation"],
         test=tok["test"],
-        training=final_training_config(config),
+        training=training,
         accelerator=get_accelerator(config.training.mixed_precision),
     )
 
