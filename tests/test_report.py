@@ -364,6 +364,37 @@ def test_table1_full_vs_best_with_wilson_interval(tiny_searched, tmp_path: Path)
     assert re.search(r"fine-tuned on 112 training examples for 3 epochs", text)
 
 
+def test_report_draws_a_missing_head_with_the_report_seed(tiny_searched, tmp_path: Path) -> None:
+    import dataclasses
+
+    from tiny_models import tiny_config, tiny_tokenizer
+    from transformers import BertModel
+
+    from alphanas_optuna.synthesis import load_pretrained
+
+    config, storage, name = tiny_searched
+    # A bare encoder checkpoint (like all-MiniLM-L6-v2): the report's model gets a new head.
+    encoder = tmp_path / "encoder"
+    BertModel(tiny_config("bert")).save_pretrained(encoder)
+    tiny_tokenizer().save_pretrained(encoder)
+
+    def head(report_seed: int, training_seed: int) -> torch.Tensor:
+        bare = dataclasses.replace(
+            config,
+            model=dataclasses.replace(config.model, name=str(encoder)),
+            training=dataclasses.replace(config.training, seed=training_seed),
+            report=dataclasses.replace(config.report, seed=report_seed),
+        )
+        setup = report._setup(bare, storage, name, need_test=False)
+        assert setup.training.seed == report_seed
+        return setup.model.classifier.weight.detach().clone()
+
+    expected = load_pretrained(str(encoder), num_labels=2, seed=5)[0].classifier.weight
+    assert torch.equal(head(5, 0), expected)  # the [report] seed, not the [training] seed
+    assert torch.equal(head(5, 0), head(5, 1))
+    assert not torch.allclose(head(5, 0), head(6, 0))
+
+
 def test_export_round_trip_predicts_the_same_labels(
     tiny_searched, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
