@@ -324,24 +324,12 @@ class AlphaNASObjective:
     def _train(
         self, trial: optuna.Trial, mask: tuple[int, ...], two_objectives: bool, attrs: dict
     ) -> tuple[float, float]:
-        from alphanas_optuna.data import make_dataloader
-        from alphanas_optuna.training import fine_tune
+        from alphanas_optuna.training import fine_tune, make_loaders
 
         cfg = self.training
         sub = self.build(mask)
-        train_dl = make_dataloader(
-            self.train,
-            batch_size=cfg.batch_size,
-            pad_token_id=self.pad_token_id,
-            shuffle=True,
-            seed=cfg.seed,
-            group_by_length=cfg.group_by_length,
-        )
-        eval_dl = make_dataloader(
-            self.validation,
-            batch_size=cfg.eval_batch_size,
-            pad_token_id=self.pad_token_id,
-            shuffle=False,
+        train_dl, eval_dl = make_loaders(
+            self.train, self.validation, cfg, pad_token_id=self.pad_token_id
         )
 
         last_step = cfg.total_steps(len(train_dl))

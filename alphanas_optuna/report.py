@@ -484,22 +484,11 @@ def final_fine_tune(
         The fine-tuned sub-model (unwrapped from the Accelerator, in eval mode) and the
         :class:`~alphanas_optuna.training.FineTuneResult` (validation accuracy at the end).
     """
-    from alphanas_optuna.data import make_dataloader
     from alphanas_optuna.synthesis import drop_layers
-    from alphanas_optuna.training import fine_tune
+    from alphanas_optuna.training import fine_tune, make_loaders
 
     sub = drop_layers(model, mask)
-    train_dl = make_dataloader(
-        train,
-        batch_size=training.batch_size,
-        pad_token_id=pad_token_id,
-        shuffle=True,
-        seed=training.seed,
-        group_by_length=training.group_by_length,
-    )
-    eval_dl = make_dataloader(
-        validation, batch_size=training.eval_batch_size, pad_token_id=pad_token_id, shuffle=False
-    )
+    train_dl, eval_dl = make_loaders(train, validation, training, pad_token_id=pad_token_id)
     result = fine_tune(sub, train_dl, eval_dl, training, accelerator)
     sub = accelerator.unwrap_model(sub)
     sub.eval()

@@ -10,6 +10,7 @@ raising).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -18,7 +19,16 @@ from typing import Any
 
 import torch
 
-__all__ = ["FineTuneResult", "TrainingConfig", "TrainingDiverged", "evaluate", "fine_tune"]
+from alphanas_optuna.data import BATCHING, TokenizedSplit, make_dataloader
+
+__all__ = [
+    "FineTuneResult",
+    "TrainingConfig",
+    "TrainingDiverged",
+    "evaluate",
+    "fine_tune",
+    "make_loaders",
+]
 
 _PRECISIONS = ("no", "fp16", "bf16")
 
@@ -49,10 +59,15 @@ class TrainingConfig:
             moves, yet its gradient and AdamW update cost as much as several encoder layers
             (30522 x 384 = 11.7M of MiniLM-L6's 22.7M parameters): freezing it makes a step of a
             shallow sub-model several times faster. The matrix still counts in N.
-        group_by_length: Batch training examples of similar length together (less padding, the
-            same examples; like the ``Trainer``'s ``train_sampling_strategy="group_by_length"``).
-            ``False`` gives uniformly random batches. On IMDB at 512 tokens grouping makes a trial
-            2-3x faster.
+        batching: How training batches are formed (see
+            :func:`alphanas_optuna.data.make_dataloader`). ``"length-split"`` (default): random
+            batches, as the ``Trainer``'s, each run as micro-batches of similar length whose
+            gradients add up to the batch's: the same optimisation with less padding (on IMDB at
+            512 tokens a trial is about 2x faster). ``"length-grouped"``: batches of similar
+            length (the ``Trainer``'s ``group_by_length``; a little faster, but other batches).
+            ``"random"``: random batches padded to their longest example.
+        micro_batch_tokens: Padded tokens of one micro-batch with ``"length-split"`` (examples
+            times the longest one); also bounds a forward pass's activation memory.
         seed: Seed of initialisation of new heads, data order and dropout.
     """
 
@@ -68,7 +83,8 @@ class TrainingConfig:
     mixed_precision: str = "no"
     evaluations: int = 1
     freeze_embeddings: bool = True
-    group_by_length: bool = True
+    batching: str = "length-split"
+    micro_batch_tokens: int = 1024
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -84,6 +100,9 @@ class TrainingConfig:
             "max_grad_norm": self.max_grad_norm >= 0,
             "mixed_precision": self.mixed_precision in _PRECISIONS,
             "evaluations": self.evaluations >= 1,
+            "batching": self.batching in BATCHING,
+            "micro_batch_tokens": isinstance(self.micro_batch_tokens, int)
+            and self.micro_batch_tokens >= 1,
             "seed": isinstance(self.seed, int) and 0 <= self.seed < 2**32,
         }
         allowed = {
@@ -98,6 +117,8 @@ class TrainingConfig:
             "max_grad_norm": ">= 0",
             "mixed_precision": f"one of {_PRECISIONS}",
             "evaluations": ">= 1",
+            "batching": f"one of {BATCHING}",
+            "micro_batch_tokens": "an integer >= 1",
             "seed": "an integer in [0, 2**32)",
         }
         for name, ok in checks.items():
@@ -184,13 +205,23 @@ def fine_tune(
         model.train()
         while step < total:
             for batch in train_dl:
-                loss = model(**batch).loss / accum
-                if not torch.isfinite(loss.detach()):
-                    raise TrainingDiverged(f"training loss is {loss.item()} at step {step}")
-                accelerator.backward(loss)
-                seen += batch["labels"].shape[0]
+                # A "length-split" batch is a list of micro-batches: weighting each one's mean loss
+                # by its share of the batch adds their gradients up to the whole batch's.
+                parts = batch if isinstance(batch, list) else [batch]
+                size = sum(int(part["labels"].shape[0]) for part in parts)
                 micro += 1
-                if micro % accum:
+                syncs = micro % accum == 0
+                for k, part in enumerate(parts):
+                    # Gradients are all-reduced once per optimizer step (DDP), not per part.
+                    last = syncs and k == len(parts) - 1
+                    with contextlib.nullcontext() if last else accelerator.no_sync(model):
+                        n = int(part["labels"].shape[0])
+                        loss = model(**part).loss * (n / size / accum)
+                        if not torch.isfinite(loss.detach()):
+                            raise TrainingDiverged(f"training loss is {loss.item()} at step {step}")
+                        accelerator.backward(loss)
+                seen += size
+                if not syncs:
                     continue
                 if config.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -218,6 +249,30 @@ def fine_tune(
         train_examples_seen=seen,
         history=history,
     )
+
+
+def make_loaders(
+    train: TokenizedSplit,
+    validation: TokenizedSplit,
+    config: TrainingConfig,
+    *,
+    pad_token_id: int,
+) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:
+    """The training loader (shuffled with ``config.seed``, batched as ``config.batching``) and the
+    validation loader (sorted by length) for :func:`fine_tune`."""
+    train_dl = make_dataloader(
+        train,
+        batch_size=config.batch_size,
+        pad_token_id=pad_token_id,
+        shuffle=True,
+        seed=config.seed,
+        batching=config.batching,
+        micro_batch_tokens=config.micro_batch_tokens,
+    )
+    eval_dl = make_dataloader(
+        validation, batch_size=config.eval_batch_size, pad_token_id=pad_token_id, shuffle=False
+    )
+    return train_dl, eval_dl
 
 
 @torch.no_grad()

@@ -45,10 +45,16 @@ def test_defaults_of_an_empty_file(tmp_path: Path) -> None:
 
 
 def test_training_switches(tmp_path: Path) -> None:
-    path = write(tmp_path, "[training]\ngroup_by_length = false\nfreeze_embeddings = false\n")
+    path = write(
+        tmp_path,
+        "[training]\nbatching = 'length-grouped'\nmicro_batch_tokens = 4096\n"
+        "freeze_embeddings = false\n",
+    )
     training = load_study_config(path).training
-    assert training.group_by_length is False and training.freeze_embeddings is False
-    assert load_study_config(write(tmp_path, "")).training.group_by_length is True
+    assert training.batching == "length-grouped" and training.micro_batch_tokens == 4096
+    assert training.freeze_embeddings is False
+    default = load_study_config(write(tmp_path, "")).training
+    assert (default.batching, default.micro_batch_tokens) == ("length-split", 1024)
 
 
 def test_generations_count_population(tmp_path: Path) -> None:
@@ -85,7 +91,15 @@ def test_relative_paths_are_relative_to_the_study_file(tmp_path: Path) -> None:
         ("[sampler]\npopulaton_size = 4\n", ["[sampler] 'populaton_size'", "population_size"]),
         ("[training]\nbatch_size = 'big'\n", ["[training] batch_size", "an integer", "'big'"]),
         ("[training]\nepochs = true\n", ["[training] epochs", "a number"]),
-        ("[training]\ngroup_by_length = 'yes'\n", ["[training] group_by_length", "true or false"]),
+        (
+            "[training]\nfreeze_embeddings = 'yes'\n",
+            ["[training] freeze_embeddings", "true or false"],
+        ),
+        (
+            "[training]\nbatching = 'sorted'\n",
+            ["[training]", "batching", "'sorted'", "length-split", "length-grouped", "random"],
+        ),
+        ("[training]\nmicro_batch_tokens = 0\n", ["[training]", "micro_batch_tokens", ">= 1"]),
         ("[model]\nnum_labels = 2.5\n", ["[model] num_labels", "an integer"]),
         ("[data]\ntrain_size = 'some'\n", ["[data] train_size", '"all"']),
         ("[search]\ndirections = 'maximize'\n", ["[search] directions", "a list of str"]),

@@ -14,6 +14,7 @@ from alphanas_optuna.data import (
     LengthGroupedBatches,
     load_splits,
     make_dataloader,
+    split_by_length,
     tokenize_split,
 )
 
@@ -160,7 +161,9 @@ def test_batches_are_length_grouped_padded_and_cover_every_example() -> None:
     texts = ["great movie " * (1 + (i * 7) % 23) for i in range(100)]
     labels = np.arange(100) % 2
     split = tokenize_split(texts, labels, tok, 64, cache_dir="")
-    loader = make_dataloader(split, batch_size=8, pad_token_id=0, shuffle=True, seed=3)
+    loader = make_dataloader(
+        split, batch_size=8, pad_token_id=0, shuffle=True, seed=3, batching="length-grouped"
+    )
     seen, padded, tight = [], 0, 0
     for batch in loader:
         ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -185,27 +188,85 @@ def test_batches_are_length_grouped_padded_and_cover_every_example() -> None:
     assert order_a == order_b
 
 
-def test_group_by_length_false_gives_random_batches() -> None:
+def test_split_by_length_partitions_a_batch_within_the_token_budget() -> None:
+    lengths = [5, 12, 3, 12, 7, 30, 4, 6]
+    groups = split_by_length(lengths, 24)
+    # Every position once, longest first; each group's size x its longest length fits the budget,
+    # except a lone example longer than the budget.
+    assert sorted(sum(groups, [])) == list(range(8))
+    flat = [lengths[i] for g in groups for i in g]
+    assert flat == sorted(lengths, reverse=True)
+    assert groups[0] == [5]  # 30 tokens > 24: on its own
+    for g in groups[1:]:
+        assert len(g) * max(lengths[i] for i in g) <= 24
+    assert [len(g) for g in groups] == [1, 2, 3, 2]  # 12+12 | 7,6,5 | 4,3
+    assert split_by_length(lengths, 10_000) == [sorted(range(8), key=lambda i: -lengths[i])]
+    assert split_by_length(lengths, 1) == [[i] for i in sorted(range(8), key=lambda i: -lengths[i])]
+    with pytest.raises(ValueError, match="max_tokens"):
+        split_by_length(lengths, 0)
+
+
+def test_batching_modes_random_split_and_grouped() -> None:
     tok = tiny_tokenizer()
     texts = ["great movie " * (1 + (i * 7) % 23) for i in range(96)]
     labels = np.arange(96) % 2
     split = tokenize_split(texts, labels, tok, 64, cache_dir="")
 
-    def batch_lengths(group: bool, seed: int) -> list[list[int]]:
-        loader = make_dataloader(
-            split, batch_size=8, pad_token_id=0, shuffle=True, seed=seed, group_by_length=group
+    def batches(batching: str, seed: int, budget: int = 64) -> list:
+        return list(
+            make_dataloader(
+                split,
+                batch_size=8,
+                pad_token_id=0,
+                shuffle=True,
+                seed=seed,
+                batching=batching,
+                micro_batch_tokens=budget,
+            )
         )
-        return [batch["attention_mask"].sum(1).tolist() for batch in loader]
 
-    def spread(batches: list[list[int]]) -> float:
-        return float(np.mean([max(b) - min(b) for b in batches]))
+    def lengths(batch: dict) -> list[int]:
+        return batch["attention_mask"].sum(1).tolist()
 
-    grouped, random = batch_lengths(True, 3), batch_lengths(False, 3)
+    def spread(batch_lengths: list[list[int]]) -> float:
+        return float(np.mean([max(b) - min(b) for b in batch_lengths]))
+
+    random = [lengths(b) for b in batches("random", 3)]
+    grouped = [lengths(b) for b in batches("length-grouped", 3)]
+    split_batches = batches("length-split", 3)
     # Every example once either way; random batches mix lengths, grouped ones do not.
     assert sorted(sum(random, [])) == sorted(sum(grouped, [])) == sorted(split.lengths.tolist())
     assert spread(grouped) < 0.25 * spread(random)
-    # Random batches are still seeded.
-    assert batch_lengths(False, 3) == random != batch_lengths(False, 4)
+    # Random batches are seeded.
+    assert (
+        [lengths(b) for b in batches("random", 3)]
+        == random
+        != [lengths(b) for b in batches("random", 4)]
+    )
+    # "length-split": the random batches, each as micro-batches padded to their own longest
+    # example and within the token budget (unless a single example is longer).
+    assert len(split_batches) == len(random)
+    tokens_split = tokens_random = 0
+    for parts, whole in zip(split_batches, batches("random", 3)):
+        assert isinstance(parts, list)
+        assert sorted(sum((lengths(p) for p in parts), [])) == sorted(lengths(whole))
+        assert sorted(sum((p["labels"].tolist() for p in parts), [])) == sorted(
+            whole["labels"].tolist()
+        )
+        for p in parts:
+            width = p["input_ids"].shape[1]
+            assert width == max(lengths(p))
+            assert len(lengths(p)) == 1 or p["input_ids"].numel() <= 64
+        tokens_split += sum(p["input_ids"].numel() for p in parts)
+        tokens_random += whole["input_ids"].numel()
+    assert tokens_split < 0.8 * tokens_random
+    # Evaluation (no shuffle) ignores the batching: one padded dict per batch, sorted by length.
+    (first, *_) = make_dataloader(split, batch_size=8, pad_token_id=0, shuffle=False)
+    assert isinstance(first, dict) and lengths(first) == sorted(lengths(first), reverse=True)
+    with pytest.raises(ValueError, match="batching"):
+        make_dataloader(split, batch_size=8, pad_token_id=0, shuffle=True, batching="sorted")
+    with pytest.raises(ValueError, match="micro_batch_tokens"):
+        make_dataloader(split, batch_size=8, pad_token_id=0, shuffle=True, micro_batch_tokens=0)
 
 
 @pytest.mark.skipif(

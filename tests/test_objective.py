@@ -112,30 +112,80 @@ def test_freeze_embeddings_keeps_the_word_embeddings_and_trains_the_rest() -> No
     assert "bert.embeddings.position_embeddings.weight" in changed
 
 
-@pytest.mark.parametrize("group", [True, False])
-def test_group_by_length_reaches_the_training_batches(
-    monkeypatch: pytest.MonkeyPatch, group: bool
+@pytest.mark.parametrize("batching", ["length-split", "length-grouped", "random"])
+def test_batching_reaches_the_training_batches(
+    monkeypatch: pytest.MonkeyPatch, batching: str
 ) -> None:
     import alphanas_optuna.training as training
 
+    parts_per_batch: list[int] = []
     spreads: list[int] = []
     original = training.fine_tune
 
     def recording_fine_tune(model, train_loader, *args, **kwargs):
         for batch in train_loader:
-            lengths = batch["attention_mask"].sum(1)
+            parts = batch if isinstance(batch, list) else [batch]
+            parts_per_batch.append(len(parts) if isinstance(batch, list) else 0)
+            lengths = torch.cat([p["attention_mask"].sum(1) for p in parts])
             spreads.append(int(lengths.max() - lengths.min()))
         return original(model, train_loader, *args, **kwargs)
 
     monkeypatch.setattr(training, "fine_tune", recording_fine_tune)
-    cfg = dataclasses.replace(FAST, epochs=1, group_by_length=group)
+    cfg = dataclasses.replace(FAST, epochs=1, batching=batching, micro_batch_tokens=40)
     study = _study()
     study.enqueue_trial(_mask_params("111"))
     fitness = FitnessConfig(min_accuracy=0.0)
     study.optimize(_objective(training=cfg, fitness=fitness), n_trials=1)
     assert study.trials[0].state == TrialState.COMPLETE
-    # The toy reviews have 4 to 12 tokens: random batches of 16 mix them, grouped ones barely.
-    assert (sum(spreads) / len(spreads) <= 2) is group, spreads
+    # The toy reviews have 4 to 12 tokens: random batches of 16 mix them, grouped ones barely;
+    # split ones are the random batches in parts of at most 40 tokens (16 x 12 = 192 > 40).
+    assert (sum(spreads) / len(spreads) <= 2) is (batching == "length-grouped"), spreads
+    if batching == "length-split":
+        assert min(parts_per_batch) >= 2, parts_per_batch
+    else:
+        assert set(parts_per_batch) == {0}
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_length_split_trains_exactly_like_random_batches(accumulation: int) -> None:
+    """Micro-batches of a random batch, weighted by their share, give the batch's gradient: the
+    same weights after training as with the unsplit random batches (dropout off)."""
+    from alphanas_optuna.objective import get_accelerator
+    from alphanas_optuna.training import make_loaders
+
+    def trained(batching: str) -> dict[str, torch.Tensor]:
+        model = tiny_model("bert", n_layers=2)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        model.config.attention_probs_dropout_prob = 0.0
+        cfg = TrainingConfig(
+            max_steps=6,
+            batch_size=16,
+            learning_rate=1e-3,
+            gradient_accumulation_steps=accumulation,
+            batching=batching,
+            micro_batch_tokens=24,
+            freeze_embeddings=False,
+            seed=1,
+        )
+        if batching == "length-split":  # really split (a fresh loader: each pass reshuffles)
+            train_dl, _ = make_loaders(TRAIN, VALID, cfg, pad_token_id=0)
+            assert all(len(parts) >= 4 for parts in train_dl)
+        train_dl, eval_dl = make_loaders(TRAIN, VALID, cfg, pad_token_id=0)
+        result = fine_tune(model, train_dl, eval_dl, cfg, get_accelerator())
+        assert result.steps == 6 and result.train_examples_seen == 6 * accumulation * 16
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    before = tiny_model("bert", n_layers=2).state_dict()
+    split, random = trained("length-split"), trained("random")
+    grouped = trained("length-grouped")
+    moved = max(float((random[k] - before[k]).abs().max()) for k in random)
+    assert moved > 1e-3  # training changed the weights
+    for k in random:
+        torch.testing.assert_close(split[k], random[k], rtol=1e-4, atol=1e-5, msg=k)
+    # Other batches (length-grouped) give other weights: the comparison above can fail.
+    assert any(not torch.allclose(grouped[k], random[k], atol=1e-4) for k in random)
 
 
 def test_max_steps_and_gradient_accumulation_count_optimizer_steps(step_counter) -> None:
