@@ -439,7 +439,8 @@ MEGA_BATCH = 50
 
 class LengthGroupedBatches(torch.utils.data.Sampler[list[int]]):
     """Batches of similar length: shuffled mega-batches sorted by length (training), or the whole
-    split sorted by length (evaluation, ``shuffle=False``). Less padding, same examples."""
+    split sorted by length (evaluation, ``shuffle=False``). Less padding, same examples.
+    ``mega_batch=1`` gives uniformly random batches: consecutive slices of a seeded permutation."""
 
     def __init__(
         self,
@@ -469,6 +470,11 @@ class LengthGroupedBatches(torch.utils.data.Sampler[list[int]]):
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
         perm = rng.permutation(n)
+        if self.mega_batch == 1:
+            # Random batches: consecutive slices of the permutation (a short last batch last), as
+            # a DataLoader with shuffle=True gives them.
+            yield from (perm[i : i + bs].tolist() for i in range(0, n, bs))
+            return
         size = bs * self.mega_batch
         batches = []
         for start in range(0, n, size):

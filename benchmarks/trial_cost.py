@@ -49,9 +49,23 @@ ALL_OBJECTIVES = (
 
 
 def trainer_objective_factory(
-    model_name: str, train, validation, tokenizer, cfg, mask, *, group_by_length: bool = False
+    model_name: str,
+    train,
+    validation,
+    tokenizer,
+    cfg,
+    mask,
+    *,
+    group_by_length: bool = False,
+    common_draws: bool = True,
 ):
-    """A Trainer-based objective for one fixed mask (what a user would write)."""
+    """A Trainer-based objective for one fixed mask (what a user would write).
+
+    With ``common_draws`` (and random batches), the Trainer draws its new classification head and
+    its random batch order from the training seed exactly as the AlphaNAS objective does: the same
+    head and the same batches in both, each still a uniformly random draw (common random numbers,
+    so a paired comparison measures the objectives, not the luck of two independent draws). Only
+    dropout masks differ. ``common_draws=False`` leaves both draws to the Trainer."""
     from datasets import Dataset
     from transformers import (
         AutoModelForSequenceClassification,
@@ -59,6 +73,18 @@ def trainer_objective_factory(
         Trainer,
         TrainingArguments,
     )
+
+    from alphanas_optuna.data import LengthGroupedBatches
+    from alphanas_optuna.synthesis import load_pretrained
+
+    class SameBatchesTrainer(Trainer):
+        """The objective's random batches, in its order: one epoch of its seeded permutation."""
+
+        def _get_train_sampler(self, train_dataset=None):
+            batches = LengthGroupedBatches(
+                train.lengths, cfg.batch_size, shuffle=True, seed=cfg.seed, mega_batch=1
+            )
+            return [i for batch in batches for i in batch]
 
     def as_dataset(split):
         return Dataset.from_dict(
@@ -76,10 +102,14 @@ def trainer_objective_factory(
 
     def objective(trial: optuna.Trial) -> float:
         start = time.perf_counter()
-        model = AutoModelForSequenceClassification.from_pretrained(
-            resolve_model_source(model_name), num_labels=2
-        )
+        if common_draws:
+            model, _ = load_pretrained(model_name, num_labels=2, seed=cfg.seed)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                resolve_model_source(model_name), num_labels=2
+            )
         model = drop_layers(model, mask)
+        steps = cfg.total_steps(-(-len(train) // cfg.batch_size))
         with tempfile.TemporaryDirectory() as out:
             args = TrainingArguments(
                 output_dir=out,
@@ -87,7 +117,7 @@ def trainer_objective_factory(
                 learning_rate=cfg.learning_rate,
                 per_device_train_batch_size=cfg.batch_size,
                 per_device_eval_batch_size=cfg.eval_batch_size,
-                warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of the steps
+                warmup_steps=int(cfg.warmup_ratio * steps),  # as the objective rounds it
                 weight_decay=cfg.weight_decay,
                 max_grad_norm=cfg.max_grad_norm,
                 seed=cfg.seed,
@@ -99,7 +129,8 @@ def trainer_objective_factory(
                 use_cpu=not torch.cuda.is_available(),
                 train_sampling_strategy="group_by_length" if group_by_length else "random",
             )
-            trainer = Trainer(
+            same = common_draws and not group_by_length
+            trainer = (SameBatchesTrainer if same else Trainer)(
                 model=model,
                 args=args,
                 train_dataset=train_ds,
@@ -139,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         metavar="NAME",
         help=f"run only these objectives (of {', '.join(ALL_OBJECTIVES)})",
+    )
+    parser.add_argument(
+        "--independent-draws",
+        action="store_true",
+        help="let the Trainer draw its own head and batch order (default: the objective's)",
     )
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -184,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg,
                 mask,
                 group_by_length=grouped,
+                common_draws=not args.independent_draws,
             )
             for name, grouped in [("trainer", False), ("trainer (length-grouped)", True)]
         }
