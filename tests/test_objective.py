@@ -188,6 +188,98 @@ def test_length_split_trains_exactly_like_random_batches(accumulation: int) -> N
     assert any(not torch.allclose(grouped[k], random[k], atol=1e-4) for k in random)
 
 
+def test_fine_tune_matches_the_trainer_given_the_same_head_and_batches(tmp_path) -> None:
+    """The loop is the Trainer's optimisation: same head, same random batches, no dropout ->
+    the same weights (AdamW with decoupled decay, linear warm-up/decay, clipping), whether the
+    batches run whole or split by length."""
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from alphanas_optuna.data import LengthGroupedBatches
+    from alphanas_optuna.objective import get_accelerator
+    from alphanas_optuna.training import make_loaders
+
+    cfg = TrainingConfig(
+        epochs=2,
+        batch_size=16,
+        learning_rate=1e-3,
+        warmup_ratio=0.25,
+        weight_decay=0.1,
+        max_grad_norm=0.5,
+        freeze_embeddings=False,
+        micro_batch_tokens=24,
+        seed=4,
+    )
+
+    def fresh() -> torch.nn.Module:
+        model = tiny_model("bert", n_layers=2)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        return model
+
+    class SameBatches(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            return _EpochOrders(
+                LengthGroupedBatches(TRAIN.lengths, 16, shuffle=True, seed=4, mega_batch=1)
+            )
+
+    reference = fresh()
+    steps = cfg.total_steps(len(TRAIN) // 16)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=16,
+        warmup_steps=int(cfg.warmup_ratio * steps),
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=4,
+        save_strategy="no",
+        report_to=[],
+        logging_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    rows = [
+        {"input_ids": ids.tolist(), "labels": int(y)}
+        for ids, y in zip(TRAIN.input_ids, TRAIN.labels)
+    ]
+    SameBatches(
+        model=reference,
+        args=args,
+        train_dataset=rows,
+        data_collator=DataCollatorWithPadding(tiny_tokenizer()),
+    ).train()
+    expected = reference.state_dict()
+
+    for batching in ("random", "length-split"):
+        model = fresh()
+        train_dl, eval_dl = make_loaders(
+            TRAIN, VALID, dataclasses.replace(cfg, batching=batching), pad_token_id=0
+        )
+        result = fine_tune(model, train_dl, eval_dl, cfg, get_accelerator())
+        assert result.steps == steps == 12
+        got = model.state_dict()
+        moved = max(float((expected[k] - fresh().state_dict()[k]).abs().max()) for k in got)
+        assert moved > 3e-3
+        for k in expected:
+            torch.testing.assert_close(got[k], expected[k], rtol=1e-4, atol=2e-5, msg=k)
+
+
+class _EpochOrders(torch.utils.data.Sampler[int]):
+    """Each pass yields the next epoch of a batch sampler, flattened."""
+
+    def __init__(self, batches) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches.lengths)
+
+    def __iter__(self):
+        for batch in self.batches:
+            yield from batch
+
+
 def test_max_steps_and_gradient_accumulation_count_optimizer_steps(step_counter) -> None:
     from alphanas_optuna.objective import get_accelerator
 
