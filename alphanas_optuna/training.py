@@ -10,7 +10,6 @@ raising).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -167,10 +166,18 @@ def fine_tune(
 
     Raises:
         TrainingDiverged: The loss became NaN or infinite.
+        RuntimeError: The Accelerator spans several processes; a trial runs in one (start one
+            worker per GPU).
     """
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
 
+    if accelerator.num_processes > 1:
+        raise RuntimeError(
+            f"fine_tune runs a trial in one process, but the Accelerator has "
+            f"{accelerator.num_processes}; start one worker per GPU instead (CUDA_VISIBLE_DEVICES=i "
+            "alphanas search ...), not `accelerate launch`"
+        )
     start = time.perf_counter()
     set_seed(config.seed)
     total = config.total_steps(len(train_loader))
@@ -209,19 +216,18 @@ def fine_tune(
                 # by its share of the batch adds their gradients up to the whole batch's.
                 parts = batch if isinstance(batch, list) else [batch]
                 size = sum(int(part["labels"].shape[0]) for part in parts)
+                batch_loss = 0.0
+                for part in parts:
+                    share = int(part["labels"].shape[0]) / size
+                    loss = model(**part).loss * share
+                    accelerator.backward(loss / accum)
+                    batch_loss = batch_loss + loss.detach()
+                # One device-to-host wait per batch, not per micro-batch.
+                if not torch.isfinite(batch_loss):
+                    raise TrainingDiverged(f"training loss is {float(batch_loss)} at step {step}")
                 micro += 1
-                syncs = micro % accum == 0
-                for k, part in enumerate(parts):
-                    # Gradients are all-reduced once per optimizer step (DDP), not per part.
-                    last = syncs and k == len(parts) - 1
-                    with contextlib.nullcontext() if last else accelerator.no_sync(model):
-                        n = int(part["labels"].shape[0])
-                        loss = model(**part).loss * (n / size / accum)
-                        if not torch.isfinite(loss.detach()):
-                            raise TrainingDiverged(f"training loss is {loss.item()} at step {step}")
-                        accelerator.backward(loss)
                 seen += size
-                if not syncs:
+                if micro % accum:
                     continue
                 if config.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)

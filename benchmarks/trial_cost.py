@@ -77,14 +77,24 @@ def trainer_objective_factory(
     from alphanas_optuna.data import LengthGroupedBatches
     from alphanas_optuna.synthesis import load_pretrained
 
-    class SameBatchesTrainer(Trainer):
-        """The objective's random batches, in its order: one epoch of its seeded permutation."""
+    class SameOrder(torch.utils.data.Sampler[int]):
+        """The objective's random batches, flattened; each pass is the next epoch's order."""
 
-        def _get_train_sampler(self, train_dataset=None):
-            batches = LengthGroupedBatches(
+        def __init__(self) -> None:
+            self.batches = LengthGroupedBatches(
                 train.lengths, cfg.batch_size, shuffle=True, seed=cfg.seed, mega_batch=1
             )
-            return [i for batch in batches for i in batch]
+
+        def __len__(self) -> int:
+            return len(train)
+
+        def __iter__(self):
+            for batch in self.batches:
+                yield from batch
+
+    class SameBatchesTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            return SameOrder()
 
     def as_dataset(split):
         return Dataset.from_dict(

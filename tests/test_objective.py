@@ -188,6 +188,77 @@ def test_length_split_trains_exactly_like_random_batches(accumulation: int) -> N
     assert any(not torch.allclose(grouped[k], random[k], atol=1e-4) for k in random)
 
 
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_length_split_gradients_equal_the_whole_batch_gradients(
+    monkeypatch: pytest.MonkeyPatch, accumulation: int
+) -> None:
+    """The gradient each optimizer step sees (batches of 20 over 96 examples: a short last batch),
+    not only the weights after AdamW, which hides a common scale."""
+    from alphanas_optuna.objective import get_accelerator
+    from alphanas_optuna.training import make_loaders
+
+    def gradients(batching: str) -> list[dict[str, torch.Tensor]]:
+        captured: list[dict[str, torch.Tensor]] = []
+        original = torch.optim.AdamW.step
+        model = tiny_model("bert", n_layers=2)
+        names = {id(p): name for name, p in model.named_parameters()}
+
+        def capturing_step(self, *args, **kwargs):
+            grads = {names[id(p)]: p.grad for g in self.param_groups for p in g["params"]}
+            captured.append({n: g.clone() for n, g in grads.items() if g is not None})
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.optim.AdamW, "step", capturing_step)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        cfg = TrainingConfig(
+            epochs=1,
+            batch_size=20,
+            learning_rate=1e-3,
+            gradient_accumulation_steps=accumulation,
+            max_grad_norm=0.0,
+            batching=batching,
+            micro_batch_tokens=24,
+            freeze_embeddings=False,
+            seed=2,
+        )
+        train_dl, eval_dl = make_loaders(TRAIN, VALID, cfg, pad_token_id=0)
+        fine_tune(model, train_dl, eval_dl, cfg, get_accelerator())
+        monkeypatch.setattr(torch.optim.AdamW, "step", original)
+        return captured
+
+    whole, split = gradients("random"), gradients("length-split")
+    assert len(whole) == len(split) == math.ceil(5 / accumulation)
+    # The first step's gradient by hand: the mean over its batches of each batch's mean loss.
+    model = tiny_model("bert", n_layers=2).train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    loader = make_dataloader(
+        TRAIN, batch_size=20, pad_token_id=0, shuffle=True, seed=2, batching="random"
+    )
+    first = [b for _, b in zip(range(accumulation), loader)]
+    (sum(model(**b).loss for b in first) / accumulation).backward()
+    by_hand = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert by_hand.keys() == whole[0].keys()
+    for name, grad in by_hand.items():
+        torch.testing.assert_close(whole[0][name], grad, rtol=1e-4, atol=1e-7, msg=name)
+    for step_whole, step_split in zip(whole, split):
+        assert step_whole.keys() == step_split.keys() and step_whole
+        for name, grad in step_whole.items():
+            torch.testing.assert_close(step_split[name], grad, rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_fine_tune_refuses_an_accelerator_of_several_processes() -> None:
+    class TwoProcesses:
+        num_processes = 2
+
+    train_dl = make_dataloader(TRAIN, batch_size=16, pad_token_id=0, shuffle=True)
+    with pytest.raises(RuntimeError, match="one worker per GPU"):
+        fine_tune(tiny_model("bert", n_layers=1), train_dl, train_dl, FAST, TwoProcesses())
+
+
 def test_fine_tune_matches_the_trainer_given_the_same_head_and_batches(tmp_path) -> None:
     """The loop is the Trainer's optimisation: same head, same random batches, no dropout ->
     the same weights (AdamW with decoupled decay, linear warm-up/decay, clipping), whether the
@@ -260,7 +331,8 @@ def test_fine_tune_matches_the_trainer_given_the_same_head_and_batches(tmp_path)
         result = fine_tune(model, train_dl, eval_dl, cfg, get_accelerator())
         assert result.steps == steps == 12
         got = model.state_dict()
-        moved = max(float((expected[k] - fresh().state_dict()[k]).abs().max()) for k in got)
+        initial = fresh().state_dict()
+        moved = max(float((expected[k] - initial[k]).abs().max()) for k in got)
         assert moved > 3e-3
         for k in expected:
             torch.testing.assert_close(got[k], expected[k], rtol=1e-4, atol=2e-5, msg=k)
