@@ -103,8 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     start = time.perf_counter()
     for seed in args.seeds:
+        # As the recorded table was measured: word embeddings fixed, length-grouped batches.
         training = TrainingConfig(
-            epochs=EPOCHS, learning_rate=LEARNING_RATE, batch_size=BATCH_SIZE, seed=seed
+            epochs=EPOCHS,
+            learning_rate=LEARNING_RATE,
+            batch_size=BATCH_SIZE,
+            seed=seed,
+            freeze_embeddings=True,
+            batching="length-grouped",
         )
         if objective is None:
             objective = AlphaNASObjective.from_pretrained(
