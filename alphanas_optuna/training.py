@@ -58,8 +58,8 @@ class TrainingConfig:
             is trained, as by the ``Trainer``). Its gradient and AdamW update cost as much as
             several encoder layers (30522 x 384 = 11.7M of MiniLM-L6's 22.7M parameters), so
             freezing it makes a step of a shallow sub-model on short inputs several times faster;
-            on long inputs it saves little and cost MiniLM 1.8 points of IMDB accuracy on average
-            (see BENCHMARKS.md). The matrix still counts in N.
+            on long inputs it saved no time and cost MiniLM 0.5 points of IMDB accuracy on
+            average (see BENCHMARKS.md). The matrix still counts in N.
         batching: How training batches are formed (see
             :func:`alphanas_optuna.data.make_dataloader`). ``"length-split"`` (default): random
             batches, as the ``Trainer``'s, each run as micro-batches of similar length whose
