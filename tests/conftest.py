@@ -68,6 +68,9 @@ learning_rate = 1e-2
 batch_size = 16
 warmup_ratio = 0.0
 freeze_embeddings = false
+# The toy task is learnt in its 18 steps reliably with batches grouped by length; with random ones
+# (whole or split) some seeds stay at chance. The default batching is tested in test_objective.py.
+batching = "length-grouped"
 
 [fitness]
 lambda_per_million = 1000.0
