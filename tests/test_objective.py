@@ -66,6 +66,14 @@ def _study(directions: list[str] | None = None, **kwargs) -> optuna.Study:
     )
 
 
+def _without_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every dropout probability at 0, so two training runs can match exactly."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
+
+
 def _mask_params(mask: str) -> dict[str, int]:
     return {f"layer_{i:02d}": int(b) for i, b in enumerate(mask)}
 
@@ -154,11 +162,7 @@ def test_length_split_trains_exactly_like_random_batches(accumulation: int) -> N
     from alphanas_optuna.training import make_loaders
 
     def trained(batching: str) -> dict[str, torch.Tensor]:
-        model = tiny_model("bert", n_layers=2)
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = 0.0
-        model.config.attention_probs_dropout_prob = 0.0
+        model = _without_dropout(tiny_model("bert", n_layers=2))
         cfg = TrainingConfig(
             max_steps=6,
             batch_size=16,
@@ -209,9 +213,7 @@ def test_length_split_gradients_equal_the_whole_batch_gradients(
             return original(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.optim.AdamW, "step", capturing_step)
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = 0.0
+        _without_dropout(model)
         cfg = TrainingConfig(
             epochs=1,
             batch_size=20,
@@ -231,10 +233,7 @@ def test_length_split_gradients_equal_the_whole_batch_gradients(
     whole, split = gradients("random"), gradients("length-split")
     assert len(whole) == len(split) == math.ceil(5 / accumulation)
     # The first step's gradient by hand: the mean over its batches of each batch's mean loss.
-    model = tiny_model("bert", n_layers=2).train()
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
+    model = _without_dropout(tiny_model("bert", n_layers=2)).train()
     loader = make_dataloader(
         TRAIN, batch_size=20, pad_token_id=0, shuffle=True, seed=2, batching="random"
     )
@@ -282,11 +281,7 @@ def test_fine_tune_matches_the_trainer_given_the_same_head_and_batches(tmp_path)
     )
 
     def fresh() -> torch.nn.Module:
-        model = tiny_model("bert", n_layers=2)
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = 0.0
-        return model
+        return _without_dropout(tiny_model("bert", n_layers=2))
 
     class SameBatches(Trainer):
         def _get_train_sampler(self, train_dataset=None):
