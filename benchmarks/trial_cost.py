@@ -49,6 +49,15 @@ ALL_OBJECTIVES = (
 )
 
 
+def without_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every dropout probability at 0 (BERT's attention dropout reads its module's
+    ``p`` too), so that the two objectives' runs of a pair can only differ by how they compute."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
+
+
 def trainer_objective_factory(
     model_name: str,
     train,
@@ -59,6 +68,7 @@ def trainer_objective_factory(
     *,
     group_by_length: bool = False,
     common_draws: bool = True,
+    dropout: bool = True,
 ):
     """A Trainer-based objective for one fixed mask (what a user would write).
 
@@ -66,7 +76,8 @@ def trainer_objective_factory(
     its random batch order from the training seed exactly as the AlphaNAS objective does: the same
     head and the same batches in both, each still a uniformly random draw (common random numbers,
     so a paired comparison measures the objectives, not the luck of two independent draws). Only
-    dropout masks differ. ``common_draws=False`` leaves both draws to the Trainer."""
+    dropout masks differ. ``common_draws=False`` leaves both draws to the Trainer. ``dropout=False``
+    sets every dropout probability to 0, as ``--dropout-off`` does for the objective too."""
     from datasets import Dataset
     from transformers import (
         AutoModelForSequenceClassification,
@@ -120,6 +131,8 @@ def trainer_objective_factory(
                 resolve_model_source(model_name), num_labels=2
             )
         model = drop_layers(model, mask)
+        if not dropout:
+            without_dropout(model)
         steps = cfg.total_steps(-(-len(train) // cfg.batch_size))
         with tempfile.TemporaryDirectory() as out:
             args = TrainingArguments(
@@ -187,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="let the Trainer draw its own head and batch order (default: the objective's)",
     )
+    parser.add_argument(
+        "--dropout-off",
+        action="store_true",
+        help="set every dropout probability to 0 in both objectives: with common draws, whatever "
+        "still differs between a pair is the objectives' arithmetic, not dropout's luck",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     names = args.only or [*ALL_OBJECTIVES[:3], *(ALL_OBJECTIVES[3:] if args.ablation else [])]
@@ -212,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         args.model, data=data, training=cfg, fitness=fitness, reuse=False
     )
     setup = time.perf_counter() - t0
+    if args.dropout_off:
+        without_dropout(ours.model)  # every trial copies this base model
     variants = {
         "alphanas": cfg,
         "alphanas (embeddings frozen)": dataclasses.replace(cfg, freeze_embeddings=True),
@@ -232,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                 mask,
                 group_by_length=grouped,
                 common_draws=not args.independent_draws,
+                dropout=not args.dropout_off,
             )
             for name, grouped in [("trainer", False), ("trainer (length-grouped)", True)]
         }
@@ -264,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     n = args.validation_size
     lines = [
         f"Trial cost, {args.model} on IMDB: {args.train_size} train / {n} validation reviews, "
-        f"{args.max_length} tokens, 1 epoch, lr 2e-4, batch 16, seed {args.seed}; "
+        f"{args.max_length} tokens, 1 epoch, lr 2e-4, batch 16, seed {args.seed}"
+        f"{', dropout off' if args.dropout_off else ''}; "
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads; "
         f"objective set-up (load model + data + tokenise, once per process) {setup:.1f}s.",
         "",
