@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,17 @@ USER_ATTRS = (
     "feasible",
     "infeasible_reason",
     "train_seconds",
+)
+# What a trial learns (as opposed to which mask it is): a retried trial must not inherit these.
+OUTCOME_ATTRS = (
+    "accuracy",
+    "quality",
+    "feasible",
+    "infeasible_reason",
+    "train_seconds",
+    "reused_from",
+    "fail_reason",
+    "pruned_at_step",
 )
 
 
@@ -175,8 +187,13 @@ class AlphaNASObjective:
             raise ValueError("validation must hold at least one example")
         num_labels = int(getattr(model.config, "num_labels", 2))
         for name, split in (("train", train), ("validation", validation)):
-            top = int(split.labels.max())
-            if top >= num_labels or int(split.labels.min()) < 0:
+            low, top = int(split.labels.min()), int(split.labels.max())
+            if low < 0:
+                raise ValueError(
+                    f"{name} has label {low}; labels must be 0 … num_labels-1 "
+                    f"(the model has num_labels={num_labels})"
+                )
+            if top >= num_labels:
                 raise ValueError(
                     f"{name} has label {top} but the model has num_labels={num_labels}; "
                     "set [model] num_labels"
@@ -192,7 +209,19 @@ class AlphaNASObjective:
         self.accelerator = accelerator or get_accelerator(self.training.mixed_precision)
         self.n_layers = n_encoder_layers(model)
         self._n_params: dict[tuple[int, ...], int] = {}
-        self.fidelity = self._fidelity_key()
+
+    @property
+    def fidelity(self) -> str:
+        """Identifies the settings a trial's accuracy depends on; reuse needs them equal. It is
+        computed when asked, so a changed ``training`` (a public attribute) is another fidelity."""
+        payload = {
+            "training": asdict(self.training),
+            "train": _split_digest(self.train),
+            "validation": _split_digest(self.validation),
+            "model": getattr(self.model.config, "_name_or_path", ""),
+            "layers": self.n_layers,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod
     def from_pretrained(
@@ -274,22 +303,31 @@ class AlphaNASObjective:
                 trial, attrs, f"n_params {n_params:,} > max_params {self.fitness.max_params:,.0f}"
             )
 
-        earlier = self._earlier_result(trial, mask_str) if self.reuse else None
+        earlier = self._earlier_result(trial, mask_str, attrs["fidelity"]) if self.reuse else None
         if earlier is not None:
             accuracy = float(earlier.user_attrs["accuracy"])
             attrs["reused_from"] = earlier.number
         else:
+            # Which mask this is, stored before training: a trial that fails in any way, or is
+            # interrupted, still says what it was.
+            _set_attrs(trial, attrs)
+            start = time.perf_counter()
             try:
-                accuracy, seconds = self._train(trial, mask, two_objectives, attrs)
+                accuracy, seconds = self._train(trial, mask, two_objectives, attrs, start)
             except optuna.TrialPruned:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a failed trial must not stop the study
+            except BaseException as exc:  # a failed trial must not stop the study
+                attrs["train_seconds"] = round(time.perf_counter() - start, 3)
+                message = str(exc).splitlines()[0] if str(exc) else ""
+                attrs["fail_reason"] = f"{type(exc).__name__}: {message}".rstrip(": ")
+                _set_attrs(trial, attrs, only=("train_seconds", "fail_reason"))
                 if not _is_training_failure(exc):
+                    # Ctrl-C or a bug: recorded, then raised (Optuna marks the trial FAIL, and
+                    # `alphanas search` queues its mask again).
                     raise
-                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                _logger.warning("Trial %d (mask %s) failed: %s", trial.number, mask_str, reason)
-                attrs["fail_reason"] = reason
-                _set_attrs(trial, attrs)
+                _logger.warning(
+                    "Trial %d (mask %s) failed: %s", trial.number, mask_str, attrs["fail_reason"]
+                )
                 self._cleanup()
                 nan = float("nan")
                 return (nan, nan) if two_objectives else nan
@@ -322,7 +360,12 @@ class AlphaNASObjective:
         return drop_layers(self.model, mask)
 
     def _train(
-        self, trial: optuna.Trial, mask: tuple[int, ...], two_objectives: bool, attrs: dict
+        self,
+        trial: optuna.Trial,
+        mask: tuple[int, ...],
+        two_objectives: bool,
+        attrs: dict,
+        start: float,
     ) -> tuple[float, float]:
         from alphanas_optuna.training import fine_tune, make_loaders
 
@@ -341,6 +384,7 @@ class AlphaNASObjective:
             # Pruning at the last evaluation would only throw the finished result away.
             if step < last_step and trial.should_prune():
                 attrs["accuracy"] = accuracy
+                attrs["train_seconds"] = round(time.perf_counter() - start, 3)
                 attrs["infeasible_reason"] = f"stopped by the pruner at step {step}"
                 attrs["pruned_at_step"] = step
                 _set_attrs(trial, attrs)
@@ -356,7 +400,7 @@ class AlphaNASObjective:
         return result.accuracy, result.seconds
 
     def _earlier_result(
-        self, trial: optuna.Trial, mask_str: str
+        self, trial: optuna.Trial, mask_str: str, fidelity: str
     ) -> optuna.trial.FrozenTrial | None:
         for t in trial.study.get_trials(
             deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
@@ -366,7 +410,7 @@ class AlphaNASObjective:
                 t.number != trial.number
                 and ua.get("mask") == mask_str
                 and ua.get("accuracy") is not None
-                and ua.get("fidelity") == self.fidelity
+                and ua.get("fidelity") == fidelity
                 and "pruned_at_step" not in ua
             ):
                 return t
@@ -386,17 +430,6 @@ class AlphaNASObjective:
 
         if torch.cuda.is_available():
             gc.collect()
-
-    def _fidelity_key(self) -> str:
-        """Identifies the settings a trial's accuracy depends on (reuse needs them equal)."""
-        payload = {
-            "training": asdict(self.training),
-            "train": _split_digest(self.train),
-            "validation": _split_digest(self.validation),
-            "model": getattr(self.model.config, "_name_or_path", ""),
-            "layers": self.n_layers,
-        }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _max_tokens(model: Any, tokenizer: Any) -> int:
@@ -419,9 +452,12 @@ def _split_digest(split: TokenizedSplit) -> str:
     return digest.hexdigest()[:12]
 
 
-def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+def _set_attrs(
+    trial: optuna.Trial, attrs: dict[str, Any], only: tuple[str, ...] | None = None
+) -> None:
     for key, value in attrs.items():
-        trial.set_user_attr(key, value)
+        if only is None or key in only:
+            trial.set_user_attr(key, value)
 
 
 def _is_training_failure(exc: BaseException) -> bool:
@@ -429,6 +465,7 @@ def _is_training_failure(exc: BaseException) -> bool:
 
     from alphanas_optuna.training import TrainingDiverged
 
-    if isinstance(exc, (TrainingDiverged, torch.OutOfMemoryError, MemoryError)):
+    # torch.cuda.OutOfMemoryError is torch.OutOfMemoryError from torch 2.5 on; 2.4 has only it.
+    if isinstance(exc, (TrainingDiverged, torch.cuda.OutOfMemoryError, MemoryError)):
         return True
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()

@@ -384,6 +384,8 @@ def _retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+    from alphanas_optuna.objective import OUTCOME_ATTRS
+
     if not trial.params:
         return  # Killed before its mask was decided: nothing to retry.
     clean = type(trial)(
@@ -394,7 +396,8 @@ def _retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         datetime_complete=trial.datetime_complete,
         params=trial.params,
         distributions=trial.distributions,
-        user_attrs=trial.user_attrs,
+        # The retry is the same mask again; what the failed attempt learnt is not carried over.
+        user_attrs={k: v for k, v in trial.user_attrs.items() if k not in OUTCOME_ATTRS},
         system_attrs={k: v for k, v in trial.system_attrs.items() if k != WORKER_KEY},
         intermediate_values=trial.intermediate_values,
         trial_id=trial._trial_id,

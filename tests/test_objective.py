@@ -439,6 +439,14 @@ def test_same_mask_reuses_the_earlier_result_without_training(step_counter) -> N
     assert "reused_from" not in study.trials[2].user_attrs
     assert len(step_counter) > steps_first
 
+    # Changing the settings of the same objective is another fidelity too.
+    steps_before = len(step_counter)
+    objective.training = dataclasses.replace(objective.training, learning_rate=5e-3)
+    study.enqueue_trial(_mask_params("110"))
+    study.optimize(objective, n_trials=1)
+    assert "reused_from" not in study.trials[3].user_attrs
+    assert len(step_counter) == steps_before + 24
+
 
 def test_two_objective_study_returns_accuracy_and_params() -> None:
     objective = _objective(fitness=FitnessConfig(min_accuracy=0.5))
@@ -472,6 +480,7 @@ def test_pruner_stops_a_hopeless_trial_at_an_evaluation_point() -> None:
     assert t.user_attrs["pruned_at_step"] == 6
     assert list(t.intermediate_values) == [6]
     assert "pruner" in t.user_attrs["infeasible_reason"]
+    assert t.user_attrs["train_seconds"] > 0  # it trained until the pruner stopped it
 
 
 def test_nan_loss_fails_the_trial_and_the_study_goes_on() -> None:
@@ -485,6 +494,101 @@ def test_nan_loss_fails_the_trial_and_the_study_goes_on() -> None:
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
     assert "TrainingDiverged" in study.trials[0].user_attrs["fail_reason"]
     assert all(math.isnan(t.user_attrs["n_params"]) is False for t in study.trials)
+
+
+def test_out_of_memory_fails_the_trial_and_the_study_goes_on(monkeypatch) -> None:
+    import alphanas_optuna.training as training
+
+    real_fine_tune = training.fine_tune
+    calls = []
+
+    def out_of_memory_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.00 GiB\nmore"
+            )
+        return real_fine_tune(*args, **kwargs)
+
+    monkeypatch.setattr(training, "fine_tune", out_of_memory_once)
+    objective = _objective(fitness=FitnessConfig(min_accuracy=0.0))
+    study = _study()
+    study.enqueue_trial(_mask_params("111"))
+    study.enqueue_trial(_mask_params("010"))
+    study.optimize(objective, n_trials=2)
+    failed, done = study.trials
+    assert failed.state == TrialState.FAIL and done.state == TrialState.COMPLETE
+    assert failed.user_attrs["fail_reason"] == (
+        "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    )
+    assert failed.user_attrs["mask"] == "111" and failed.user_attrs["n_params"] > 0
+    assert failed.user_attrs["accuracy"] is None and failed.user_attrs["feasible"] is False
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), ValueError("a bug")])
+def test_an_interrupted_or_broken_trial_still_says_which_mask_it_was(monkeypatch, error) -> None:
+    import alphanas_optuna.training as training
+
+    def interrupted(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(training, "fine_tune", interrupted)
+    objective = _objective()
+    study = _study()
+    study.enqueue_trial(_mask_params("101"))
+    with pytest.raises(type(error)):
+        study.optimize(objective, n_trials=1)
+    t = study.trials[0]
+    assert t.state == TrialState.FAIL
+    assert set(USER_ATTRS) <= set(t.user_attrs)
+    assert t.user_attrs["mask"] == "101" and t.user_attrs["n_layers"] == 2
+    assert t.user_attrs["n_params"] == objective.n_params((1, 0, 1))
+    assert t.user_attrs["accuracy"] is None and t.user_attrs["feasible"] is False
+    expected = "KeyboardInterrupt" if isinstance(error, KeyboardInterrupt) else "ValueError: a bug"
+    assert t.user_attrs["fail_reason"] == expected
+
+
+def test_a_retried_trial_keeps_its_mask_but_not_what_the_failed_attempt_learnt() -> None:
+    from alphanas_optuna.search import _retry_trial
+
+    study = _study()
+    trial = study.ask(
+        {f"layer_{i:02d}": optuna.distributions.CategoricalDistribution([0, 1]) for i in range(3)}
+    )
+    for key, value in {
+        "mask": "101",
+        "n_params": 123,
+        "accuracy": 0.5,
+        "pruned_at_step": 6,
+        "fail_reason": "KeyboardInterrupt",
+        "reused_from": 0,
+        "my_note": "kept",
+    }.items():
+        trial.set_user_attr(key, value)
+    study.tell(trial, state=TrialState.FAIL)
+    _retry_trial(study, study.trials[0])
+    retry = study.trials[1]
+    assert retry.state == TrialState.WAITING
+    assert retry.params == study.trials[0].params
+    assert retry.user_attrs == {"mask": "101", "n_params": 123, "my_note": "kept"}
+
+
+def test_two_objective_studies_prune_infeasible_trials_the_same_way(step_counter) -> None:
+    objective = _objective(training=TrainingConfig(max_steps=1, learning_rate=1e-6, batch_size=16))
+    objective.fitness = FitnessConfig(min_accuracy=1.0, max_params=objective.n_params((1, 1, 0)))
+    study = _study(["maximize", "minimize"])
+    study.enqueue_trial(_mask_params("111"))  # too many parameters: never trains
+    study.enqueue_trial(_mask_params("100"))  # trains, below min_accuracy
+    study.optimize(objective, n_trials=1)
+    assert step_counter == []
+    study.optimize(objective, n_trials=1)
+    over, low = study.trials
+    assert [over.state, low.state] == [TrialState.PRUNED, TrialState.PRUNED]
+    assert "max_params" in over.user_attrs["infeasible_reason"]
+    assert low.user_attrs["infeasible_reason"].startswith("accuracy ")
+    assert len(step_counter) > 0 and low.user_attrs["train_seconds"] > 0
+    for t in (over, low):
+        assert set(USER_ATTRS) <= set(t.user_attrs) and t.user_attrs["feasible"] is False
 
 
 def test_a_mask_that_keeps_nothing_is_pruned_without_training(step_counter) -> None:
@@ -501,6 +605,11 @@ def test_label_out_of_range_names_num_labels() -> None:
     bad = TokenizedSplit(input_ids=TRAIN.input_ids, labels=TRAIN.labels * 3)
     with pytest.raises(ValueError, match="num_labels=2"):
         AlphaNASObjective(model=tiny_model("bert", 2), pad_token_id=0, train=bad, validation=VALID)
+    negative = TokenizedSplit(input_ids=VALID.input_ids, labels=VALID.labels - 1)
+    with pytest.raises(ValueError, match=r"validation has label -1; labels must be 0"):
+        AlphaNASObjective(
+            model=tiny_model("bert", 2), pad_token_id=0, train=TRAIN, validation=negative
+        )
     with pytest.raises(ValueError, match="lambda_per_million"):
         FitnessConfig(lambda_per_million=-1)
     with pytest.raises(ValueError, match="min_accuracy"):
