@@ -206,6 +206,11 @@ class AlphaNASObjective:
         self.fitness = fitness if fitness is not None else FitnessConfig()
         self.prefix = prefix
         self.reuse = reuse
+        if accelerator is not None and accelerator.mixed_precision != self.training.mixed_precision:
+            raise ValueError(
+                f"the accelerator uses mixed_precision={accelerator.mixed_precision!r} but "
+                f"training.mixed_precision is {self.training.mixed_precision!r}; make them equal"
+            )
         self.accelerator = accelerator or get_accelerator(self.training.mixed_precision)
         self.n_layers = n_encoder_layers(model)
         self._n_params: dict[tuple[int, ...], int] = {}

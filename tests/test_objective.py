@@ -618,6 +618,8 @@ def test_label_out_of_range_names_num_labels() -> None:
         TrainingConfig(learning_rate=0)
     with pytest.raises(ValueError, match="mixed_precision"):
         TrainingConfig(mixed_precision="fp8")
+    with pytest.raises(ValueError, match=r"mixed_precision='bf16' but training.mixed_precision"):
+        _objective(accelerator=type("Accelerator", (), {"mixed_precision": "bf16"})())
 
 
 def test_the_last_evaluation_is_reported_but_never_pruned() -> None:
