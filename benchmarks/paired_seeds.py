@@ -73,6 +73,23 @@ def _betainc(a: float, b: float, x: float) -> float:
     return front * (f - 1) / a
 
 
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, tuple, float]:
+    """The median and the order-statistic interval that covers it with at least ``level``
+    (the sign test's interval: no assumption about the shape of the distribution)."""
+    x = sorted(values)
+    n = len(x)
+    mid = n // 2
+    median = x[mid] if n % 2 else (x[mid - 1] + x[mid]) / 2
+    below = [math.comb(n, i) / 2**n for i in range(n + 1)]
+    k, coverage = 0, 1.0  # the widest interval, [min, max]
+    for j in range(1, mid + 1):  # interval [x_(j), x_(n-j+1)] (1-based)
+        cov = 1 - 2 * sum(below[:j])
+        if cov < level:
+            break
+        k, coverage = j - 1, cov
+    return median, (x[k], x[n - 1 - k]), coverage
+
+
 def read_rows(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as fh:
         return list(csv.DictReader(fh))
@@ -130,6 +147,7 @@ def summarise(rows: list[dict[str, str]], ours: str, base: str, margin: float) -
     lower = sum(d < 0 for d in diffs)
     higher = sum(d > 0 for d in diffs)
     equivalent = -margin < mean - h90 and mean + h90 < margin
+    median, (med_lo, med_hi), coverage = median_interval(diffs)
     lines += [
         "",
         f"{n} seeds: accuracy `{base}` {sum(acc_b) / n:.4f}, `{ours}` {sum(acc_o) / n:.4f}; "
@@ -138,6 +156,9 @@ def summarise(rows: list[dict[str, str]], ours: str, base: str, margin: float) -
         f"`{ours}` lower in {lower}, higher in {higher}, equal in {n - lower - higher}.",
         f"Equivalence within ±{margin:g} point(s) (TOST, 90% interval "
         f"[{mean - h90:+.2f}, {mean + h90:+.2f}]): {'shown' if equivalent else 'not shown'}.",
+        f"Median difference {median:+.2f} points, distribution-free interval "
+        f"[{med_lo:+.2f}, {med_hi:+.2f}] (order statistics, {100 * coverage:.1f}% coverage; "
+        "robust to a single wild run).",
     ]
     if ratios:
         geo = math.exp(sum(map(math.log, ratios)) / len(ratios))
