@@ -325,7 +325,7 @@ class AlphaNASObjective:
                 attrs["train_seconds"] = round(time.perf_counter() - start, 3)
                 message = str(exc).splitlines()[0] if str(exc) else ""
                 attrs["fail_reason"] = f"{type(exc).__name__}: {message}".rstrip(": ")
-                _set_attrs(trial, attrs, only=("train_seconds", "fail_reason"))
+                _set_attrs(trial, attrs)
                 if not _is_training_failure(exc):
                     # Ctrl-C or a bug: recorded, then raised (Optuna marks the trial FAIL, and
                     # `alphanas search` queues its mask again).
@@ -457,11 +457,12 @@ def _split_digest(split: TokenizedSplit) -> str:
     return digest.hexdigest()[:12]
 
 
-def _set_attrs(
-    trial: optuna.Trial, attrs: dict[str, Any], only: tuple[str, ...] | None = None
-) -> None:
+def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    """Store ``attrs``, writing only the keys whose value is not stored yet (a trial stores its
+    mask before training and its outcome after: each key reaches the storage once)."""
+    stored = trial.user_attrs  # the trial's cached copy: no storage read
     for key, value in attrs.items():
-        if only is None or key in only:
+        if key not in stored or stored[key] != value:
             trial.set_user_attr(key, value)
 
 
