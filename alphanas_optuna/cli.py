@@ -20,13 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alphanas_optuna.search import (
-    UsageError,
-    _bad_input,
-    _open_storage,
-    default_storage,
-    search,
-)
+from alphanas_optuna.errors import UsageError, call_checked
+from alphanas_optuna.search import search
+from alphanas_optuna.storage import default_storage, study_names
 
 if TYPE_CHECKING:
     from alphanas_optuna.config import StudyConfig
@@ -187,27 +183,26 @@ def _cmd_search(args: argparse.Namespace) -> int:
 def _cmd_pareto(args: argparse.Namespace) -> int:
     _check_study_exists(args.storage, args.study_name)
     report = _report_module()
-    print(_bad_input(report.pareto, args.storage, args.study_name, out=args.out, png=args.png))
+    print(call_checked(report.pareto, args.storage, args.study_name, out=args.out, png=args.png))
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    config = _load_config(args.study_file, args.data)
-    study_name = args.study_name or config.study_name
-    storage = args.storage or default_storage(study_name)
-    _check_study_exists(storage, study_name)
-    report = _report_module()
-    print(_bad_input(report.table1, config, storage, study_name, out=args.out))
-    return 0
+    return _final_model_command(args, "table1")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    return _final_model_command(args, "export")
+
+
+def _final_model_command(args: argparse.Namespace, function: str) -> int:
+    """``report`` and ``export``: a study file, the study it was searched in, one output path."""
     config = _load_config(args.study_file, args.data)
     study_name = args.study_name or config.study_name
     storage = args.storage or default_storage(study_name)
     _check_study_exists(storage, study_name)
-    report = _report_module()
-    print(_bad_input(report.export, config, storage, study_name, args.out))
+    func = getattr(_report_module(), function)
+    print(call_checked(func, config, storage, study_name, args.out))
     return 0
 
 
@@ -233,10 +228,7 @@ def _load_config(path: Path, data: str | None) -> StudyConfig:
 
 
 def _check_study_exists(storage: str, study_name: str) -> None:
-    import optuna
-
-    rdb = _open_storage(storage, create=False)
-    names = optuna.get_all_study_names(rdb) if rdb is not None else []
+    names = study_names(storage)
     if study_name not in names:
         shown = ", ".join(names) if names else "none"
         raise UsageError(

@@ -26,10 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from alphanas_optuna.errors import HubUnreachableError, first_line
+
 __all__ = [
     "DataConfig",
     "DataError",
     "HubUnavailableError",
+    "HubUnreachableError",
     "TextSplits",
     "TokenizedSplit",
     "load_splits",
@@ -45,8 +48,9 @@ class DataError(ValueError):
     """A data source, file or column that cannot be used, with what was expected."""
 
 
-class HubUnavailableError(DataError):
-    """The dataset is a Hub id but the Hugging Face Hub cannot be reached."""
+#: The former name of :class:`~alphanas_optuna.errors.HubUnreachableError` (one error for a model
+#: or a dataset that the Hub cannot give).
+HubUnavailableError = HubUnreachableError
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,7 @@ def load_splits(config: DataConfig) -> TextSplits:
 
     Raises:
         DataError: A missing file or folder, a missing column, or labels that are not integers.
-        HubUnavailableError: ``source`` is a Hub id and the Hub cannot be reached.
+        HubUnreachableError: ``source`` is a Hub id and the Hub cannot be reached.
     """
     raw_train, raw_test = _load_raw(config.source, config.text_column, config.label_column)
     train_texts, train_labels = raw_train
@@ -229,8 +233,9 @@ def _read_table(path: Path, text_column: str, label_column: str) -> tuple[list[s
             columns = loaded.column_names
             data = {c: loaded[c] for c in (text_column, label_column) if c in columns}
     except Exception as exc:  # noqa: BLE001 - pyarrow's and datasets' many parse errors
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: cannot be read as {fmt}: {first}") from exc
+        raise DataError(
+            f"{path}: cannot be read as {fmt}: {first_line(exc, default_to_type=True)}"
+        ) from exc
     return _check_columns(str(path), columns, data, text_column, label_column)
 
 
@@ -279,15 +284,15 @@ def _load_hub(
     try:
         ds = datasets.load_dataset(dataset_id)
     except (ConnectionError, OSError, TimeoutError) as exc:
-        raise HubUnavailableError(
+        raise HubUnreachableError(
             f"cannot load dataset {dataset_id!r} from the Hugging Face Hub ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}). Point --data (or [data] source in the "
+            f"{first_line(exc)}). Point --data (or [data] source in the "
             "study file) at local files instead: a folder with train.parquet/test.parquet (or .csv, "
             ".jsonl), a single file, or an aclImdb folder."
         ) from exc
     except Exception as exc:  # datasets raises its own types (DatasetNotFoundError, ...)
-        raise HubUnavailableError(
-            f"cannot load dataset {dataset_id!r}: {type(exc).__name__}: {exc}. If the Hub is "
+        raise HubUnreachableError(
+            f"cannot load dataset {dataset_id!r}: {type(exc).__name__}: {first_line(exc)}. If the Hub is "
             "unreachable, point --data at local files (a folder with train.parquet/test.parquet, "
             "a single file, or an aclImdb folder)."
         ) from exc

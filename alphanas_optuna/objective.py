@@ -26,6 +26,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from alphanas_optuna.errors import first_line
 from alphanas_optuna.mask import DEFAULT_PREFIX, format_mask, suggest_mask
 
 if TYPE_CHECKING:
@@ -323,8 +324,7 @@ class AlphaNASObjective:
                 raise
             except BaseException as exc:  # a failed trial must not stop the study
                 attrs["train_seconds"] = round(time.perf_counter() - start, 3)
-                message = str(exc).splitlines()[0] if str(exc) else ""
-                attrs["fail_reason"] = f"{type(exc).__name__}: {message}".rstrip(": ")
+                attrs["fail_reason"] = f"{type(exc).__name__}: {first_line(exc)}".rstrip(": ")
                 _set_attrs(trial, attrs)
                 if not _is_training_failure(exc):
                     # Ctrl-C or a bug: recorded, then raised (Optuna marks the trial FAIL, and

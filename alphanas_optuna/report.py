@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from alphanas_optuna.errors import first_line
+
 if TYPE_CHECKING:
     import plotly.graph_objects as go
     import torch
@@ -350,9 +352,9 @@ def pareto(storage: str, study_name: str, out: Path | None = None, png: bool = F
             fig.write_image(png_path, width=1000, height=650)
             messages.append(f"PNG: {png_path}")
         except Exception as exc:  # noqa: BLE001 - kaleido or its browser missing: keep the HTML
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             messages.append(
-                f"PNG not written ({type(exc).__name__}: {first}); the HTML figure is at {out}"
+                f"PNG not written ({type(exc).__name__}: {first_line(exc)}); the HTML figure is "
+                f"at {out}"
             )
 
     summary = _pareto_note(study_name, trials, on_front)

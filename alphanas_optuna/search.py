@@ -17,10 +17,18 @@ import math
 import os
 import socket
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from alphanas_optuna.errors import UsageError, first_line, usage_errors
+from alphanas_optuna.storage import (
+    default_storage,
+    existing_directions,
+    open_storage,
+    sqlite_file,
+    without_password,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -31,8 +39,6 @@ __all__ = [
     "CONFIG_ATTR",
     "WORKER_KEY",
     "SearchResult",
-    "UsageError",
-    "default_storage",
     "recover_dead_trials",
     "search",
     "summarize",
@@ -44,12 +50,6 @@ WORKER_KEY = "alphanas:worker"
 CONFIG_ATTR = "alphanas_config"
 # A process stops after this many failed trials in a row (e.g. out of memory for every mask).
 _MAX_CONSECUTIVE_FAILURES = 5
-# Attempts to open an RDB storage whose schema another worker may be creating at the same moment.
-_STORAGE_ATTEMPTS = 5
-
-
-class UsageError(Exception):
-    """A bad input: the CLI prints the message as one line and exits with status 2."""
 
 
 @dataclasses.dataclass
@@ -71,22 +71,6 @@ class SearchResult:
     summary: str
 
 
-def default_storage(study_name: str) -> str:
-    """``sqlite:///<study_name>.db``: a SQLite file in the current directory."""
-    return f"sqlite:///{study_name}.db"
-
-
-def _bad_input(func: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call ``func``, turning the errors of a bad input into :class:`UsageError`."""
-    from alphanas_optuna.data import DataError
-    from alphanas_optuna.synthesis import HubUnreachableError
-
-    try:
-        return func(*args, **kwargs)
-    except (DataError, HubUnreachableError, ValueError) as exc:
-        raise UsageError(str(exc)) from exc
-
-
 def search(
     config: StudyConfig,
     *,
@@ -97,6 +81,13 @@ def search(
     progress: bool = True,
 ) -> SearchResult:
     """Run or resume the study that ``config`` describes until it holds ``n_trials`` trials.
+
+    It runs in two phases. *Before the model is loaded*, an existing study is checked (its
+    directions must fit AlphaNAS), trials left RUNNING by dead workers are failed and their masks
+    queued again, and the remaining work is counted: when none is left, the summary is printed
+    without loading anything. *With the model loaded*, the study is created or joined (another
+    worker may have made it, or finished it, meanwhile) and the same checks run again on what is
+    there now, then the trials still missing are run.
 
     Args:
         config: The validated study file (with ``--data`` already applied).
@@ -124,21 +115,23 @@ def search(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _quiet_interrupts()
-    out = sys.stderr
-    rdb = _open_storage(url, config=config, create=False)  # None: a SQLite file not made yet
-    directions = [d.lower() for d in config.search.directions]
-    existing = _existing_directions(rdb, name) if rdb is not None else None
+    wanted = [d.lower() for d in config.search.directions]
+
+    # Phase 1, before the model is loaded: is there anything to do?
+    rdb = _open(url, config, create=False)  # None: a SQLite file not made yet
+    directions = wanted
+    existing = existing_directions(rdb, name) if rdb is not None else None
     if existing is not None:
-        directions = _fitting_directions(existing, directions, name, url, config)
-        # Fail what killed workers left RUNNING before deciding whether anything is left to do.
+        directions = _fitting_directions(existing, wanted, name, url, config)
         study = optuna.load_study(study_name=name, storage=rdb)
-        _report_recovered(recover_dead_trials(study, config.search.grace_period), out)
-        if _nothing_left(study, total, out):
+        if not _work_left(study, total, config):
             return _finish(study, url, total)
 
-    objective = _bad_input(_load_objective, config)
+    # Phase 2, with the model loaded: create or join the study, check again, run what is missing.
+    with usage_errors():
+        objective = _load_objective(config)
     if rdb is None:
-        rdb = _open_storage(url, config=config, create=True)
+        rdb = _open(url, config, create=True)
     sampler = config.make_sampler(n_layers=objective.n_layers)
     try:
         study = optuna.create_study(
@@ -150,14 +143,33 @@ def search(
             load_if_exists=True,
         )
     except Exception as exc:  # noqa: BLE001 - a storage we cannot write to
-        raise UsageError(f"cannot create study {name!r} in {url}: {exc}") from exc
+        raise UsageError(
+            f"cannot create study {name!r} in {without_password(url)}: {first_line(exc)}"
+        ) from exc
     # Another worker may have created the study a moment ago, with other directions.
     _fitting_directions([d.name.lower() for d in study.directions], directions, name, url, config)
     _record_study_attrs(study, config, objective)
-    _report_recovered(recover_dead_trials(study, config.search.grace_period), out)
-    if not _nothing_left(study, total, out):
+    if _work_left(study, total, config):
         _optimize(study, objective, total, timeout, progress, config.search.grace_period)
     return _finish(study, url, total)
+
+
+def _open(url: str, config: StudyConfig, *, create: bool) -> optuna.storages.RDBStorage | None:
+    """The study's storage with the heartbeat of ``[search]`` (a dead worker's trial is retried)."""
+    return open_storage(
+        url,
+        create=create,
+        heartbeat_interval=config.search.heartbeat_interval,
+        grace_period=config.search.grace_period,
+        stale_trial_callback=_retry_trial,
+    )
+
+
+def _work_left(study: optuna.Study, total: int | None, config: StudyConfig) -> bool:
+    """Fail what dead workers left RUNNING (their masks are queued again), then whether trials
+    are still missing; if not, say so."""
+    _report_recovered(recover_dead_trials(study, config.search.grace_period), sys.stderr)
+    return not _nothing_left(study, total, sys.stderr)
 
 
 class _NoInterruptTraceback(logging.Filter):
@@ -230,70 +242,6 @@ def _load_objective(config: StudyConfig) -> Any:
         fitness=config.fitness,
         **kwargs,
     )
-
-
-def _is_new_sqlite(url: str) -> bool:
-    """A SQLite URL whose file does not exist yet (so it holds no study)."""
-    if not url.startswith("sqlite:///"):
-        return False
-    path = url[len("sqlite:///") :].split("?", 1)[0]
-    return bool(path) and path != ":memory:" and not Path(path).exists()
-
-
-def _open_storage(
-    url: str, *, config: StudyConfig | None = None, create: bool = True
-) -> optuna.storages.RDBStorage | None:
-    """An RDB storage with heartbeats; ``None`` if ``create`` is false and it would be created.
-
-    A killed worker's trial stops beating; after ``grace_period`` seconds any worker fails it and
-    enqueues its mask again.
-    """
-    import optuna
-
-    if not create and _is_new_sqlite(url):
-        return None
-    if "://" not in url:
-        raise UsageError(
-            f"storage {url!r} is not a database URL; use sqlite:///FILE.db or "
-            "postgresql://user:password@host/database"
-        )
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        # Several processes write to one SQLite file: wait for the lock instead of failing.
-        engine_kwargs["connect_args"] = {"timeout": 60}
-    else:
-        engine_kwargs["pool_pre_ping"] = True
-    search = config.search if config is not None else None
-    for attempt in range(_STORAGE_ATTEMPTS):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url,
-                    engine_kwargs=engine_kwargs,
-                    heartbeat_interval=search.heartbeat_interval if search else None,
-                    grace_period=search.grace_period if search else None,
-                    heartbeat_stale_trial_callback=_retry_trial if search else None,
-                )
-        except Exception as exc:  # noqa: BLE001 - sqlalchemy's many connection errors
-            # Workers started together race to create the schema of a new database: the loser
-            # sees an IntegrityError ("UNIQUE constraint failed: alembic_version") or "table
-            # already exists"; by the next attempt the schema is there.
-            racing = type(exc).__name__ in ("IntegrityError", "OperationalError")
-            if racing and attempt + 1 < _STORAGE_ATTEMPTS:
-                time.sleep(0.5 * (attempt + 1))
-                continue
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UsageError(f"cannot open storage {url}: {first}") from exc
-    raise AssertionError("unreachable")
-
-
-def _existing_directions(storage: optuna.storages.BaseStorage, name: str) -> list[str] | None:
-    try:
-        study_id = storage.get_study_id_from_name(name)
-    except KeyError:
-        return None
-    return [d.name.lower() for d in storage.get_study_directions(study_id)]
 
 
 def _fitting_directions(
@@ -576,25 +524,13 @@ def summarize(study: optuna.Study, storage: str) -> str:
         lines.append(f"Pareto front (accuracy vs parameters): {len(front)} masks")
         lines.extend("  " + _describe(t) for t in front)
     where = ""
-    if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
-        where = f" ({Path(storage[len('sqlite:///') :].split('?', 1)[0]).resolve()})"
-    shown = _without_password(storage)
+    file = sqlite_file(storage)
+    if file is not None and not file.is_absolute():
+        where = f" ({file.resolve()})"
+    shown = without_password(storage)
     lines.append(f"Stored in: {shown}{where}")
     lines.append(f"Dashboard: optuna-dashboard {shown}")
     return "\n".join(lines)
-
-
-def _without_password(url: str) -> str:
-    """The storage URL with its password, if any, replaced by ``***`` (for printing)."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        parsed = make_url(url)
-    except Exception:  # noqa: BLE001 - not a database URL: print it as given
-        return url
-    if parsed.password is None:
-        return url
-    return parsed.render_as_string(hide_password=True)
 
 
 def _describe(trial: optuna.trial.FrozenTrial) -> str:

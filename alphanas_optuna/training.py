@@ -283,17 +283,10 @@ def make_loaders(
     return train_dl, eval_dl
 
 
-@torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: Any, accelerator: Any) -> float:
     """Accuracy of ``model`` on ``loader`` (gathered across processes)."""
-    model.eval()
-    correct = total = 0
-    for batch in loader:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        preds, refs = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"]))
-        correct += int((preds == refs).sum())
-        total += int(refs.numel())
-    return correct / max(total, 1)
+    preds, refs = predict(model, loader, accelerator)
+    return int((preds == refs).sum()) / max(int(refs.numel()), 1)
 
 
 @torch.no_grad()
@@ -306,6 +299,9 @@ def predict(model: torch.nn.Module, loader: Any, accelerator: Any) -> tuple[Any,
         p, r = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"]))
         preds.append(p.cpu())
         refs.append(r.cpu())
+    if not preds:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty
     return torch.cat(preds), torch.cat(refs)
 
 

@@ -387,10 +387,10 @@ def test_a_trial_whose_worker_never_started_is_failed_after_the_grace_period() -
 
 
 def test_printed_storage_urls_hide_the_password() -> None:
-    from alphanas_optuna.search import _without_password
+    from alphanas_optuna.storage import without_password
 
     url = "postgresql+psycopg2://alphanas:s3cret@db.example.org:5432/alphanas"
     assert (
-        _without_password(url) == "postgresql+psycopg2://alphanas:***@db.example.org:5432/alphanas"
+        without_password(url) == "postgresql+psycopg2://alphanas:***@db.example.org:5432/alphanas"
     )
-    assert _without_password("sqlite:///quickstart.db") == "sqlite:///quickstart.db"
+    assert without_password("sqlite:///quickstart.db") == "sqlite:///quickstart.db"

@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 from workers import slow_study, start_search, trained_masks
 
 from alphanas_optuna import search
+from alphanas_optuna.storage import without_password
 
 pytestmark = pytest.mark.postgres
 
@@ -67,7 +68,7 @@ def test_two_workers_on_postgresql_finish_one_study(tiny_study: Path, postgres_u
         assert sum(c - 1 for c in Counter(masks).values()) <= n_workers - 1, masks
         assert study.user_attrs[search.CONFIG_ATTR]["search"]["n_trials"] == n_trials
         log = logs[0].read_text()
-        assert f"Stored in: {search._without_password(postgres_url)}" in log
+        assert f"Stored in: {without_password(postgres_url)}" in log
         password = postgres_url.split("://", 1)[1].split("@", 1)[0].partition(":")[2]
         assert not password or f":{password}@" not in log  # never echoed
     finally:
