@@ -28,38 +28,24 @@ from optuna.trial import TrialState
 
 from alphanas_optuna.errors import first_line
 from alphanas_optuna.mask import DEFAULT_PREFIX, format_mask, suggest_mask
+from alphanas_optuna.record import OUTCOME_ATTRS, USER_ATTRS, TrialRecord
 
 if TYPE_CHECKING:
     import torch
 
     from alphanas_optuna.data import DataConfig, TokenizedSplit
-    from alphanas_optuna.training import TrainingConfig
+    from alphanas_optuna.training import FineTuneResult, TrainingConfig
 
-__all__ = ["AlphaNASObjective", "FitnessConfig", "check_directions", "get_accelerator"]
+__all__ = [
+    "OUTCOME_ATTRS",
+    "USER_ATTRS",
+    "AlphaNASObjective",
+    "FitnessConfig",
+    "check_directions",
+    "get_accelerator",
+]
 
 _logger = logging.getLogger(__name__)
-
-USER_ATTRS = (
-    "mask",
-    "n_layers",
-    "accuracy",
-    "n_params",
-    "quality",
-    "feasible",
-    "infeasible_reason",
-    "train_seconds",
-)
-# What a trial learns (as opposed to which mask it is): a retried trial must not inherit these.
-OUTCOME_ATTRS = (
-    "accuracy",
-    "quality",
-    "feasible",
-    "infeasible_reason",
-    "train_seconds",
-    "reused_from",
-    "fail_reason",
-    "pruned_at_step",
-)
 
 
 @dataclass(frozen=True)
@@ -287,67 +273,60 @@ class AlphaNASObjective:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         two_objectives = check_directions(trial.study.directions)
         mask = suggest_mask(trial, self.n_layers, self.prefix)
-        mask_str = format_mask(mask)
-        attrs: dict[str, Any] = {
-            "mask": mask_str,
-            "n_layers": sum(mask),
-            "accuracy": None,
-            "n_params": None,
-            "quality": None,
-            "feasible": False,
-            "infeasible_reason": None,
-            "train_seconds": 0.0,
-            "fidelity": self.fidelity,
-        }
+        record = TrialRecord(mask=format_mask(mask), n_layers=sum(mask), fidelity=self.fidelity)
         if not any(mask):
-            return self._prune(trial, attrs, "the mask keeps no layer")
+            return self._prune(trial, record, "the mask keeps no layer")
 
         n_params = self.n_params(mask)
-        attrs["n_params"] = n_params
+        record.n_params = n_params
         if n_params > self.fitness.max_params:
             return self._prune(
-                trial, attrs, f"n_params {n_params:,} > max_params {self.fitness.max_params:,.0f}"
+                trial, record, f"n_params {n_params:,} > max_params {self.fitness.max_params:,.0f}"
             )
 
-        earlier = self._earlier_result(trial, mask_str, attrs["fidelity"]) if self.reuse else None
-        if earlier is not None:
-            accuracy = float(earlier.user_attrs["accuracy"])
-            attrs["reused_from"] = earlier.number
+        found = self._earlier_result(trial, record) if self.reuse else None
+        if found is not None:
+            record.reused_from, earlier = found
+            accuracy = float(earlier.accuracy)
+            record.eval_seconds = earlier.eval_seconds
         else:
             # Which mask this is, stored before training: a trial that fails in any way, or is
             # interrupted, still says what it was.
-            _set_attrs(trial, attrs)
+            record.write(trial)
             start = time.perf_counter()
             try:
-                accuracy, seconds = self._train(trial, mask, two_objectives, attrs, start)
+                result = self._train(trial, mask, two_objectives, record, start)
             except optuna.TrialPruned:
                 raise
             except BaseException as exc:  # a failed trial must not stop the study
-                attrs["train_seconds"] = round(time.perf_counter() - start, 3)
-                attrs["fail_reason"] = f"{type(exc).__name__}: {first_line(exc)}".rstrip(": ")
-                _set_attrs(trial, attrs)
+                record.train_seconds = round(time.perf_counter() - start, 3)
+                record.fail_reason = f"{type(exc).__name__}: {first_line(exc)}".rstrip(": ")
+                record.write(trial)
                 if not _is_training_failure(exc):
                     # Ctrl-C or a bug: recorded, then raised (Optuna marks the trial FAIL, and
                     # `alphanas search` queues its mask again).
                     raise
                 _logger.warning(
-                    "Trial %d (mask %s) failed: %s", trial.number, mask_str, attrs["fail_reason"]
+                    "Trial %d (mask %s) failed: %s", trial.number, record.mask, record.fail_reason
                 )
                 self._cleanup()
                 nan = float("nan")
                 return (nan, nan) if two_objectives else nan
-            attrs["train_seconds"] = round(seconds, 3)
-        attrs["accuracy"] = accuracy
+            accuracy = result.accuracy
+            record.train_seconds = round(result.seconds, 3)
+            if math.isfinite(result.eval_seconds):
+                record.eval_seconds = round(result.eval_seconds, 4)
+        record.accuracy = accuracy
         quality = self.fitness.quality(accuracy, n_params)
-        attrs["quality"] = quality
+        record.quality = quality
         if accuracy < self.fitness.min_accuracy:
             return self._prune(
                 trial,
-                attrs,
+                record,
                 f"accuracy {accuracy:.4f} < min_accuracy {self.fitness.min_accuracy}",
             )
-        attrs["feasible"] = True
-        _set_attrs(trial, attrs)
+        record.feasible = True
+        record.write(trial)
         return (accuracy, float(n_params)) if two_objectives else quality
 
     def n_params(self, mask: tuple[int, ...]) -> int:
@@ -369,9 +348,9 @@ class AlphaNASObjective:
         trial: optuna.Trial,
         mask: tuple[int, ...],
         two_objectives: bool,
-        attrs: dict,
+        record: TrialRecord,
         start: float,
-    ) -> tuple[float, float]:
+    ) -> FineTuneResult:
         from alphanas_optuna.training import fine_tune, make_loaders
 
         cfg = self.training
@@ -388,43 +367,43 @@ class AlphaNASObjective:
             trial.report(accuracy, step)
             # Pruning at the last evaluation would only throw the finished result away.
             if step < last_step and trial.should_prune():
-                attrs["accuracy"] = accuracy
-                attrs["train_seconds"] = round(time.perf_counter() - start, 3)
-                attrs["infeasible_reason"] = f"stopped by the pruner at step {step}"
-                attrs["pruned_at_step"] = step
-                _set_attrs(trial, attrs)
+                record.accuracy = accuracy
+                record.train_seconds = round(time.perf_counter() - start, 3)
+                record.infeasible_reason = f"stopped by the pruner at step {step}"
+                record.pruned_at_step = step
+                record.write(trial)
                 raise optuna.TrialPruned(f"pruned at step {step} (accuracy {accuracy:.4f})")
 
         try:
-            result = fine_tune(
-                sub, train_dl, eval_dl, cfg, self.accelerator, on_evaluate=on_evaluate
-            )
+            return fine_tune(sub, train_dl, eval_dl, cfg, self.accelerator, on_evaluate=on_evaluate)
         finally:
             del sub
             self._cleanup()
-        return result.accuracy, result.seconds
 
     def _earlier_result(
-        self, trial: optuna.Trial, mask_str: str, fidelity: str
-    ) -> optuna.trial.FrozenTrial | None:
+        self, trial: optuna.Trial, record: TrialRecord
+    ) -> tuple[int, TrialRecord] | None:
+        """The number and record of an earlier trial of the same mask and fidelity that was
+        trained to the end, if any."""
         for t in trial.study.get_trials(
             deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
         ):
-            ua = t.user_attrs
+            earlier = TrialRecord.read(t)
             if (
                 t.number != trial.number
-                and ua.get("mask") == mask_str
-                and ua.get("accuracy") is not None
-                and ua.get("fidelity") == fidelity
-                and "pruned_at_step" not in ua
+                and earlier is not None
+                and earlier.mask == record.mask
+                and earlier.accuracy is not None
+                and earlier.fidelity == record.fidelity
+                and earlier.pruned_at_step is None
             ):
-                return t
+                return t.number, earlier
         return None
 
-    def _prune(self, trial: optuna.Trial, attrs: dict, reason: str) -> float:
-        attrs["feasible"] = False
-        attrs["infeasible_reason"] = reason
-        _set_attrs(trial, attrs)
+    def _prune(self, trial: optuna.Trial, record: TrialRecord, reason: str) -> float:
+        record.feasible = False
+        record.infeasible_reason = reason
+        record.write(trial)
         raise optuna.TrialPruned(reason)
 
     def _cleanup(self) -> None:
@@ -455,15 +434,6 @@ def _split_digest(split: TokenizedSplit) -> str:
         digest.update(ids.tobytes())
     digest.update(str(len(split)).encode())
     return digest.hexdigest()[:12]
-
-
-def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
-    """Store ``attrs``, writing only the keys whose value is not stored yet (a trial stores its
-    mask before training and its outcome after: each key reaches the storage once)."""
-    stored = trial.user_attrs  # the trial's cached copy: no storage read
-    for key, value in attrs.items():
-        if key not in stored or stored[key] != value:
-            trial.set_user_attr(key, value)
 
 
 def _is_training_failure(exc: BaseException) -> bool:

@@ -332,7 +332,7 @@ def _retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    from alphanas_optuna.objective import OUTCOME_ATTRS
+    from alphanas_optuna.record import OUTCOME_ATTRS
 
     if not trial.params:
         return  # Killed before its mask was decided: nothing to retry.
@@ -480,21 +480,29 @@ def _optimize(
 
 
 def _trial_line(trial: optuna.trial.FrozenTrial) -> str:
-    ua = trial.user_attrs
-    parts = [f"trial {trial.number:>4}", str(ua.get("mask", "?"))]
-    if ua.get("accuracy") is not None:
-        parts.append(f"A={ua['accuracy']:.4f}")
-    if ua.get("n_params") is not None:
-        parts.append(f"N={ua['n_params'] / 1e6:.2f}M")
-    if ua.get("quality") is not None:
-        parts.append(f"Q={ua['quality']:.4f}")
-    state = trial.state.name.lower()
-    if state == "pruned":
-        state = f"infeasible: {ua.get('infeasible_reason')}"
-    elif state == "fail" and ua.get("fail_reason"):
-        state = f"failed: {ua['fail_reason']}"
-    if "reused_from" in ua:
-        state += f" (result of trial {ua['reused_from']})"
+    from optuna.trial import TrialState
+
+    from alphanas_optuna.record import TrialRecord
+
+    record = TrialRecord.read(trial) or TrialRecord(mask="?")
+    parts = [f"trial {trial.number:>4}", record.mask]
+    if record.accuracy is not None:
+        parts.append(f"A={record.accuracy:.4f}")
+    if record.n_params is not None:
+        parts.append(f"N={record.n_params / 1e6:.2f}M")
+    if record.quality is not None:
+        parts.append(f"Q={record.quality:.4f}")
+    # The words of the summary: a COMPLETE trial is feasible, a PRUNED one infeasible.
+    if trial.state == TrialState.COMPLETE:
+        state = "feasible"
+    elif trial.state == TrialState.PRUNED:
+        state = f"infeasible: {record.infeasible_reason}"
+    elif trial.state == TrialState.FAIL and record.fail_reason:
+        state = f"failed: {record.fail_reason}"
+    else:
+        state = trial.state.name.lower()
+    if record.reused_from is not None:
+        state += f" (result of trial {record.reused_from})"
     parts.append(state)
     return "  ".join(parts)
 

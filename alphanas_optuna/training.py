@@ -143,6 +143,9 @@ class FineTuneResult:
     seconds: float
     train_examples_seen: int
     history: list[tuple[int, float]] = field(default_factory=list)
+    #: Seconds of the last pass over the validation loader: the trained model's inference time
+    #: on it (NaN when no evaluation ran).
+    eval_seconds: float = math.nan
 
 
 def fine_tune(
@@ -209,7 +212,7 @@ def fine_tune(
     accum = config.gradient_accumulation_steps
     history: list[tuple[int, float]] = []
     step = seen = micro = 0
-    accuracy = float("nan")
+    accuracy = eval_seconds = float("nan")
     try:
         model.train()
         while step < total:
@@ -238,7 +241,9 @@ def fine_tune(
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 if step in eval_points:
+                    eval_start = time.perf_counter()
                     accuracy = evaluate(model, eval_dl, accelerator)
+                    eval_seconds = time.perf_counter() - eval_start
                     history.append((step, accuracy))
                     if on_evaluate is not None:
                         on_evaluate(step, accuracy)
@@ -256,6 +261,7 @@ def fine_tune(
         seconds=time.perf_counter() - start,
         train_examples_seen=seen,
         history=history,
+        eval_seconds=eval_seconds,
     )
 
 

@@ -376,6 +376,8 @@ def test_feasible_trial_returns_q_and_stores_every_attribute() -> None:
     assert t.value == pytest.approx(ua["accuracy"] - 0.5 * expected_n / 1e6)
     assert ua["quality"] == pytest.approx(t.value)
     assert ua["infeasible_reason"] is None and ua["train_seconds"] > 0
+    # Its validation pass is timed: the sub-model's measured inference time.
+    assert 0 < ua["eval_seconds"] < ua["train_seconds"]
     # The base model is untouched by the trial.
     assert objective.model.config.num_hidden_layers == 3
 
@@ -428,6 +430,7 @@ def test_same_mask_reuses_the_earlier_result_without_training(step_counter) -> N
     assert second.user_attrs["accuracy"] == first.user_attrs["accuracy"]
     assert second.value == first.value and second.state == first.state
     assert second.user_attrs["train_seconds"] == 0.0
+    assert second.user_attrs["eval_seconds"] == first.user_attrs["eval_seconds"] > 0
 
     # Other settings (here: another learning rate) are another fidelity: no reuse.
     other = _objective(
