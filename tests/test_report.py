@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -15,7 +16,7 @@ from conftest import TINY_STUDY, write_tiny_model, write_toy_data
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
-from alphanas_optuna import report
+from alphanas_optuna import final, report
 from alphanas_optuna.config import load_study_config
 from alphanas_optuna.objective import FitnessConfig
 from alphanas_optuna.report import (
@@ -23,6 +24,7 @@ from alphanas_optuna.report import (
     NoFeasibleTrialError,
     ReportError,
     best_feasible_trial,
+    front,
     pareto,
     pareto_front,
     wilson_interval,
@@ -71,7 +73,7 @@ def add_trial(
 
 
 def hand_made_study(storage: str, name: str = "hand") -> optuna.Study:
-    """Trials 0..7; the front is 3 (infeasible), 2, 1, 6 (tie with 1), 0."""
+    """Trials 0..8; the front is 2, 1, 6 (tie with 1), 0 (3 would dominate them but is infeasible)."""
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     add_trial(study, "1111", 0.91, 40_000_000)  # 0: front, most accurate
     add_trial(study, "1100", 0.88, 20_000_000)  # 1: front, best Q
@@ -131,15 +133,22 @@ def test_pareto_table_marks_feasibility_and_the_front(tmp_path: Path) -> None:
     table = parse_table(text)
     # FAIL and pruned-before-training (no accuracy) trials are not points.
     assert sorted(table) == [0, 1, 2, 3, 4, 6, 7]
-    assert {n for n, r in table.items() if r["on front"] == "yes"} == {0, 1, 2, 3, 6}
+    assert {n for n, r in table.items() if r["on front"] == "yes"} == {0, 1, 2, 6}
     assert {n for n, r in table.items() if r["feasible"] == "yes"} == {0, 1, 2, 4, 6}
-    assert table[3]["feasible"] == "no" and table[3]["on front"] == "yes"
+    # An infeasible mask is not an answer: never on the front, even where it is not dominated.
+    assert table[3]["feasible"] == "no" and table[3]["on front"] == ""
     assert table[1]["mask"] == "`1100`" and table[1]["layers"] == "2"
     assert table[1]["accuracy"] == "0.8800" and table[1]["params (M)"] == "20.00"
     assert float(table[1]["Q"]) == pytest.approx(0.88 - 0.002 * 20)
     # Rows go by size: the smallest model first.
     assert list(table)[0] == 3
-    assert "7 evaluated trials (5 feasible), 5 on the front" in text
+    assert "7 evaluated trials (5 feasible), 4 on the front of the feasible ones" in text
+    assert [t.number for t in front(optuna.load_study(study_name="hand", storage=storage))] == [
+        2,
+        1,
+        6,
+        0,
+    ]
     assert f"optuna-dashboard {storage}" in text
 
 
@@ -165,8 +174,8 @@ def test_pareto_writes_html_and_attaches_figure_and_note(tmp_path: Path) -> None
     traces = {t.name: t for t in fig.data}
     assert set(traces) == {"Pareto front", "feasible", "infeasible"}
     front = traces["Pareto front"]
-    assert list(front.x) == [5.0, 10.0, 20.0, 20.0, 40.0]
-    assert list(front.y) == [0.60, 0.80, 0.88, 0.88, 0.91]
+    assert list(front.x) == [10.0, 20.0, 20.0, 40.0]
+    assert list(front.y) == [0.80, 0.88, 0.88, 0.91]
     assert sorted(traces["infeasible"].y) == [0.60, 0.70]
     assert len(traces["feasible"].x) == 5
     assert traces["infeasible"].marker.symbol == "x"
@@ -175,6 +184,11 @@ def test_pareto_writes_html_and_attaches_figure_and_note(tmp_path: Path) -> None
     assert "Pareto front of `hand`" in note
     assert "trial 1, mask `1100`" in note  # best feasible by Q (first of the tie)
     assert "`0011`" not in note  # dominated: not in the note's front table
+    # What the answer gains and loses against the full mask measured in the same study.
+    assert "Against the full model (trial 0, measured in this study)" in note
+    assert "- layers kept:      2 of 4" in note
+    assert "20.00M = 50.0% of the full model's 40.00M" in note
+    assert "0.8800 against 0.9100 (-3.0 points)" in note
 
     # Running it again replaces the figure (same id) and bumps the note's version.
     add_trial(study, "0100", 0.90, 10_000_000)
@@ -183,7 +197,7 @@ def test_pareto_writes_html_and_attaches_figure_and_note(tmp_path: Path) -> None
     figures = get_plotly_graph_objects(system_attrs(study))
     assert list(figures) == [FIGURE_ID]
     assert system_attrs(study)["dashboard:note_ver"] == 2
-    assert {n for n, r in parse_table(text).items() if r["on front"] == "yes"} == {0, 3, 9}
+    assert {n for n, r in parse_table(text).items() if r["on front"] == "yes"} == {0, 9}
     assert "trial 9, mask `0100`" in optuna_dashboard.get_note(study)
 
 
@@ -227,7 +241,7 @@ def test_pareto_default_path_and_errors(tmp_path: Path, monkeypatch: pytest.Monk
     hand_made_study(storage, name="my-study")
     pareto(storage, "my-study")
     assert (tmp_path / "my-study-pareto.html").is_file()
-    with pytest.raises(ReportError, match=r"no study named 'other'.*'my-study'"):
+    with pytest.raises(ReportError, match=r"no study named 'other'.*studies there: my-study"):
         pareto(storage, "other")
     empty = optuna.create_study(study_name="empty", storage=storage)
     empty.add_trial(create_trial(state=TrialState.FAIL))
@@ -392,7 +406,7 @@ def test_report_draws_a_missing_head_with_the_report_seed(tiny_searched, tmp_pat
             training=dataclasses.replace(config.training, seed=training_seed),
             report=dataclasses.replace(config.report, seed=report_seed),
         )
-        setup = report._setup(bare, storage, name, need_test=False)
+        setup = final.prepare_final(bare, storage, name, need_test=False)
         assert setup.training.seed == report_seed
         return setup.model.classifier.weight.detach().clone()
 
@@ -412,14 +426,14 @@ def test_export_round_trip_predicts_the_same_labels(
 
     config, storage, name = tiny_searched
     trained = []
-    original = report.final_fine_tune
+    original = final.final_fine_tune
 
     def capture(*args, **kwargs):
         model, result = original(*args, **kwargs)
         trained.append(model)
         return model, result
 
-    monkeypatch.setattr(report, "final_fine_tune", capture)
+    monkeypatch.setattr(final, "final_fine_tune", capture)
     out = report.export(config, storage, name, tmp_path / "exported")
     assert out == tmp_path / "exported"
     (in_memory,) = trained
@@ -463,3 +477,18 @@ def test_table1_and_export_refuse_a_study_without_feasible_trial(tmp_path: Path)
     with pytest.raises(NoFeasibleTrialError, match="study 'nothing-feasible'"):
         report.export(config, storage, "nothing-feasible", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_report_checks_the_model_input_length_like_the_search(tiny_searched) -> None:
+    """One loader for the search and the final fine-tune: both refuse a max_length the model
+    cannot take, before any training."""
+    from tiny_models import _MAX_POSITIONS
+
+    from alphanas_optuna import AlphaNASObjective
+
+    config, storage, name = tiny_searched
+    long = config.replace(data=dataclasses.replace(config.data, max_length=_MAX_POSITIONS + 1))
+    with pytest.raises(ValueError, match=rf"max_length = {_MAX_POSITIONS + 1} is more than"):
+        final.prepare_final(long, storage, name, need_test=True)
+    with pytest.raises(ValueError, match=rf"max_length = {_MAX_POSITIONS + 1} is more than"):
+        AlphaNASObjective.from_pretrained(config.model.name, data=long.data)

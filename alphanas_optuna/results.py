@@ -1,0 +1,339 @@
+"""What a study found: its evaluated trials, its answer, its front, and the answer against the
+full model.
+
+Every command that reads a study's results (the summary of ``alphanas search``, ``pareto``,
+``report``, ``export`` and the dashboard note) takes its definitions from here:
+
+- :func:`evaluated_trials`: every trial with an accuracy and a parameter count;
+- :func:`best_feasible_trial`: the study's answer (the feasible trial of best Q);
+- :func:`front`: *the* Pareto front of the study, over the feasible trials (accuracy up,
+  parameters down); infeasible trials are shown next to it, never on it;
+- :func:`compare_to_full`: what a chosen mask gains and loses against the full model, from the
+  two measurements (whatever chose the mask).
+
+It imports Optuna and the trial record only, not torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from optuna.trial import FrozenTrial, TrialState
+
+from alphanas_optuna.record import TrialRecord
+
+if TYPE_CHECKING:
+    import optuna
+
+    from alphanas_optuna.objective import FitnessConfig
+
+__all__ = [
+    "Comparison",
+    "EvaluatedTrial",
+    "Measurement",
+    "NoFeasibleTrialError",
+    "ReportError",
+    "best_feasible_trial",
+    "compare_to_full",
+    "evaluated_trials",
+    "front",
+    "full_model_trial",
+    "load_existing_study",
+    "pareto_front",
+    "stored_fitness",
+]
+
+
+class ReportError(ValueError):
+    """A study that cannot be reported on (missing, no evaluated trial, no test split, ...)."""
+
+
+class NoFeasibleTrialError(ReportError):
+    """The study has no feasible trial, so there is no best mask."""
+
+
+@dataclass(frozen=True)
+class EvaluatedTrial:
+    """A trial whose sub-model was measured (it has an accuracy and a parameter count).
+
+    Attributes:
+        number: The trial's number in the study.
+        mask: The layer mask as a bit string, layer 0 first.
+        n_layers: Encoder layers kept.
+        accuracy: Validation accuracy A measured during the search.
+        n_params: Parameter count N.
+        quality: Q as stored by the search (``None`` if the trial did not record it).
+        feasible: Whether the trial met the study's limits (COMPLETE and ``feasible``).
+        state: The trial's state (COMPLETE, or PRUNED for an infeasible one).
+        reason: Why it is infeasible, if it is.
+        eval_seconds: Its timed validation pass (``None`` if not recorded).
+    """
+
+    number: int
+    mask: str
+    n_layers: int
+    accuracy: float
+    n_params: int
+    quality: float | None
+    feasible: bool
+    state: TrialState
+    reason: str | None = None
+    eval_seconds: float | None = None
+
+
+def evaluated_trials(study: optuna.Study) -> list[EvaluatedTrial]:
+    """Every trial of ``study`` with an accuracy and a parameter count, by trial number.
+
+    COMPLETE trials and PRUNED ones (infeasible: accuracy below the limit, or stopped by a pruner)
+    count; FAIL and RUNNING trials and trials pruned before training (``max_params``, empty mask)
+    have no accuracy and are left out.
+    """
+    result = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        record = TrialRecord.read(t)
+        if record is None or not record.measured:
+            continue
+        result.append(
+            EvaluatedTrial(
+                number=t.number,
+                mask=record.mask,
+                n_layers=int(record.n_layers or record.mask.count("1")),
+                accuracy=float(record.accuracy),
+                n_params=int(record.n_params),
+                quality=None if record.quality is None else float(record.quality),
+                feasible=t.state == TrialState.COMPLETE and bool(record.feasible),
+                state=t.state,
+                reason=record.infeasible_reason,
+                eval_seconds=record.eval_seconds,
+            )
+        )
+    return sorted(result, key=lambda e: e.number)
+
+
+def best_feasible_trial(study: optuna.Study, fitness: FitnessConfig | None = None) -> FrozenTrial:
+    """The feasible trial of best Q; ties go to the earliest trial.
+
+    In a single-objective study Q is the trial's value (what the search maximised). In a
+    two-objective study (accuracy, parameters) Q is computed from the user attributes with
+    ``fitness`` (default :class:`~alphanas_optuna.FitnessConfig`).
+
+    Raises:
+        NoFeasibleTrialError: No trial is COMPLETE and feasible; the message names the study.
+    """
+    from alphanas_optuna.objective import FitnessConfig
+
+    fitness = fitness if fitness is not None else FitnessConfig()
+    single = len(study.directions) == 1
+    best: tuple[float, int] | None = None
+    best_trial: FrozenTrial | None = None
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        record = TrialRecord.read(t)
+        if record is None or not record.feasible or not record.measured:
+            continue
+        q = float(t.value) if single else fitness.quality(record.accuracy, record.n_params)
+        if not math.isfinite(q):
+            continue
+        key = (q, -t.number)
+        if best is None or key > best:
+            best, best_trial = key, t
+    if best_trial is None:
+        states: dict[str, int] = {}
+        for t in study.get_trials(deepcopy=False):
+            states[t.state.name] = states.get(t.state.name, 0) + 1
+        shown = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no trials"
+        raise NoFeasibleTrialError(
+            f"study {study.study_name!r} has no feasible trial ({shown}), so there is no best mask "
+            "to report or export; run more trials (alphanas search) or relax [fitness] "
+            "min_accuracy / max_params"
+        )
+    return best_trial
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points that no other point dominates, for accuracy up and parameters down.
+
+    ``a`` dominates ``b`` when ``a`` is at least as accurate and at most as large, and strictly
+    better in one of the two. Equal points do not dominate each other, so all copies of a
+    non-dominated point are on the front.
+
+    Args:
+        points: ``(accuracy, n_params)`` pairs.
+
+    Returns:
+        Indices into ``points``, by parameter count then accuracy (descending), then index.
+    """
+    order = sorted(range(len(points)), key=lambda i: (points[i][1], -points[i][0], i))
+    result: list[int] = []
+    best_accuracy = -math.inf
+    best_at: tuple[float, float] | None = None
+    for i in order:
+        accuracy, n = points[i]
+        if accuracy > best_accuracy:
+            result.append(i)
+            best_accuracy, best_at = accuracy, (accuracy, n)
+        elif (accuracy, n) == best_at:
+            result.append(i)  # a tie with the point that set the record
+    return result
+
+
+def front(study: optuna.Study) -> list[EvaluatedTrial]:
+    """The study's Pareto front: the feasible evaluated trials that no other feasible one
+    dominates in (accuracy up, parameters down), by parameter count.
+
+    The one definition of "the front" for the search's summary, ``alphanas pareto``, its figure
+    and the dashboard note. An infeasible mask is not an answer, so it is never on the front (even
+    where it would dominate).
+    """
+    feasible = [t for t in evaluated_trials(study) if t.feasible]
+    return [feasible[i] for i in pareto_front([(t.accuracy, t.n_params) for t in feasible])]
+
+
+def stored_fitness(study: optuna.Study) -> FitnessConfig | None:
+    """The ``[fitness]`` the study was searched with (from its ``alphanas_config``), or ``None``
+    for a study that ``alphanas search`` did not make."""
+    from alphanas_optuna.objective import FitnessConfig
+    from alphanas_optuna.search import CONFIG_ATTR
+
+    stored = study.user_attrs.get(CONFIG_ATTR)
+    section = stored.get("fitness") if isinstance(stored, dict) else None
+    if not isinstance(section, dict):
+        return None
+    try:
+        return FitnessConfig(**section)
+    except (TypeError, ValueError):
+        return None
+
+
+def full_model_trial(study: optuna.Study) -> EvaluatedTrial | None:
+    """The first evaluated trial of the full mask (every layer kept), or ``None`` if there is
+    none: the reference that a smaller mask is compared with."""
+    for t in evaluated_trials(study):
+        if t.mask and set(t.mask) == {"1"}:
+            return t
+    return None
+
+
+def load_existing_study(storage: str, study_name: str) -> optuna.Study:
+    """Load a study that must exist, without creating anything (not even a SQLite file).
+
+    Raises:
+        ReportError: There is no such study; the message lists the studies there.
+        UsageError: The storage cannot be opened (see :mod:`alphanas_optuna.storage`).
+    """
+    import optuna
+
+    from alphanas_optuna.storage import open_storage
+
+    rdb = open_storage(storage, create=False)
+    names = optuna.get_all_study_names(rdb) if rdb is not None else []
+    if study_name not in names:
+        known = f"studies there: {', '.join(names)}" if names else "it holds none"
+        raise ReportError(
+            f"no study named {study_name!r} in {storage} ({known}); run `alphanas search` first"
+        )
+    return optuna.load_study(study_name=study_name, storage=rdb)
+
+
+# ------------------------------------------------------------------- against the full model
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One model as measured in a study: its mask, validation accuracy, parameter count and,
+    where it was timed, the seconds of its validation pass."""
+
+    mask: str
+    accuracy: float
+    n_params: int
+    eval_seconds: float | None = None
+
+    @classmethod
+    def of(cls, trial: EvaluatedTrial) -> Measurement:
+        return cls(trial.mask, trial.accuracy, trial.n_params, trial.eval_seconds)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A chosen mask against the full model (see :func:`compare_to_full`)."""
+
+    chosen: Measurement
+    full: Measurement
+
+    @property
+    def layers_kept(self) -> int:
+        return self.chosen.mask.count("1")
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.full.mask)
+
+    @property
+    def params_share(self) -> float:
+        """N as a share of the full model's N."""
+        return self.chosen.n_params / self.full.n_params
+
+    @property
+    def accuracy_change(self) -> float:
+        """A minus the full model's A (negative: accuracy lost)."""
+        return self.chosen.accuracy - self.full.accuracy
+
+    @property
+    def speedup(self) -> float | None:
+        """The full model's validation-pass time over the chosen one's (``None``: not timed)."""
+        mine, full = self.chosen.eval_seconds, self.full.eval_seconds
+        if not mine or not full or not (mine > 0 and full > 0):
+            return None
+        return full / mine
+
+    def lines(self) -> list[str]:
+        """The comparison as a few lines of text."""
+        if self.chosen.mask == self.full.mask:
+            return [
+                "This is the full model: no layer was worth dropping at this fitness "
+                "(raise [fitness] lambda_per_million to trade accuracy for size)."
+            ]
+        points = 100 * self.accuracy_change
+        speed = self.speedup
+        if speed is None:
+            timing = "not measured (the trials hold no eval_seconds)"
+        else:
+            timing = (
+                f"{speed:.2f}x the full model's on the validation split "
+                f"({self.chosen.eval_seconds:.2f} s vs {self.full.eval_seconds:.2f} s, one pass "
+                "each, during the search)"
+            )
+        return [
+            f"  layers kept:      {self.layers_kept} of {self.n_layers}",
+            f"  parameters N:     {self.chosen.n_params / 1e6:.2f}M = "
+            f"{100 * self.params_share:.1f}% of the full model's {self.full.n_params / 1e6:.2f}M",
+            f"  accuracy A:       {self.chosen.accuracy:.4f} against {self.full.accuracy:.4f} "
+            f"({points:+.1f} points)",
+            f"  inference speed:  {timing}",
+        ]
+
+    def short(self) -> str:
+        """One line: N's share and A's change (for a front's rows)."""
+        return (
+            f"{100 * self.params_share:.1f}% of the full model's N, "
+            f"{100 * self.accuracy_change:+.1f} points of A"
+        )
+
+
+def compare_to_full(chosen: Measurement, full: Measurement) -> Comparison:
+    """What ``chosen`` gains and loses against ``full``, both measured in the same study.
+
+    It does not care how the mask was chosen (best Q, a front's member, a noise-aware winner):
+    give it the two measurements.
+
+    Raises:
+        ValueError: The masks have different lengths, or the full one is not all ones.
+    """
+    if len(chosen.mask) != len(full.mask) or set(full.mask) != {"1"}:
+        raise ValueError(
+            f"compare a mask with the full mask of the same model; got {chosen.mask!r} "
+            f"and {full.mask!r}"
+        )
+    return Comparison(chosen=chosen, full=full)
