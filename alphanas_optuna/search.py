@@ -34,9 +34,11 @@ if TYPE_CHECKING:
     import optuna
 
     from alphanas_optuna.config import StudyConfig
+    from alphanas_optuna.results import EvaluatedTrial
 
 __all__ = [
     "CONFIG_ATTR",
+    "METRIC_NAMES",
     "WORKER_KEY",
     "SearchResult",
     "recover_dead_trials",
@@ -124,6 +126,7 @@ def search(
     if existing is not None:
         directions = _fitting_directions(existing, wanted, name, url, config)
         study = optuna.load_study(study_name=name, storage=rdb)
+        _name_metrics(study)
         if not _work_left(study, total, config):
             return _finish(study, url, total)
 
@@ -149,9 +152,25 @@ def search(
     # Another worker may have created the study a moment ago, with other directions.
     _fitting_directions([d.name.lower() for d in study.directions], directions, name, url, config)
     _record_study_attrs(study, config, objective)
+    _name_metrics(study)
     if _work_left(study, total, config):
         _optimize(study, objective, total, timeout, progress, config.search.grace_period)
     return _finish(study, url, total)
+
+
+#: What the objective returns, by the number of directions: the names the dashboard shows.
+METRIC_NAMES = {1: ["Q"], 2: ["accuracy", "n_params"]}
+
+
+def _name_metrics(study: optuna.Study) -> None:
+    """Name the objective values in the study (optuna-dashboard shows "Objective 0" otherwise)."""
+    import optuna
+
+    names = METRIC_NAMES[len(study.directions)]
+    if study.metric_names != names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
 
 
 def _open(url: str, config: StudyConfig, *, create: bool) -> optuna.storages.RDBStorage | None:
@@ -511,8 +530,20 @@ def _trial_line(trial: optuna.trial.FrozenTrial) -> str:
 
 
 def summarize(study: optuna.Study, storage: str) -> str:
-    """The best mask with A, N, Q (or the Pareto front), and where the study is stored."""
+    """The study's answer (the best mask, or the Pareto front of a two-objective study) with A,
+    N and Q, what it gains and loses against the full model measured in the same study, and
+    where the study is stored."""
     from optuna.trial import TrialState
+
+    from alphanas_optuna.results import (
+        Measurement,
+        best_feasible_trial,
+        compare_to_full,
+        evaluated_trials,
+        front,
+        full_model_trial,
+        stored_fitness,
+    )
 
     trials = study.get_trials(deepcopy=False)
     counts = {s: sum(t.state == s for t in trials) for s in TrialState}
@@ -521,16 +552,36 @@ def summarize(study: optuna.Study, storage: str) -> str:
         f"{counts[TrialState.PRUNED]} infeasible, {counts[TrialState.FAIL]} failed, "
         f"{counts[TrialState.RUNNING]} running trials."
     ]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    if not complete:
+    measured = {t.number: t for t in evaluated_trials(study)}
+    full = full_model_trial(study)
+    if not any(t.feasible for t in measured.values()):
         lines.append("No feasible mask yet (every evaluated mask was pruned as infeasible).")
     elif len(study.directions) == 1:
-        best = study.best_trial
+        best = measured[best_feasible_trial(study, stored_fitness(study)).number]
         lines.append("Best mask: " + _describe(best))
+        if full is None:
+            lines.append(
+                "The full model was not evaluated in this study, so there is nothing to compare "
+                "the best mask with ([sampler] include_full_mask = true evaluates it first)."
+            )
+        elif best.mask == full.mask:
+            lines.extend(compare_to_full(Measurement.of(best), Measurement.of(full)).lines())
+        else:
+            lines.append(
+                f"Against the full model {full.mask} (trial {full.number}, measured in this study):"
+            )
+            lines.extend(compare_to_full(Measurement.of(best), Measurement.of(full)).lines())
     else:
-        front = sorted(study.best_trials, key=lambda t: -t.values[0])
-        lines.append(f"Pareto front (accuracy vs parameters): {len(front)} masks")
-        lines.extend("  " + _describe(t) for t in front)
+        members = front(study)
+        lines.append(
+            f"Pareto front of the feasible masks (accuracy vs parameters): {len(members)} masks"
+            + (f"; against the full model (trial {full.number})" if full is not None else "")
+        )
+        for t in sorted(members, key=lambda e: -e.accuracy):
+            vs = ""
+            if full is not None:
+                vs = "; " + compare_to_full(Measurement.of(t), Measurement.of(full)).short()
+            lines.append(f"  {_describe(t)}{vs}")
     where = ""
     file = sqlite_file(storage)
     if file is not None and not file.is_absolute():
@@ -541,17 +592,13 @@ def summarize(study: optuna.Study, storage: str) -> str:
     return "\n".join(lines)
 
 
-def _describe(trial: optuna.trial.FrozenTrial) -> str:
-    ua = trial.user_attrs
-    mask = str(ua.get("mask", "?"))
-    kept = ua.get("n_layers", mask.count("1"))
-    acc = ua.get("accuracy")
-    n = ua.get("n_params")
-    q = ua.get("quality")
-    shown = [
-        f"{mask} (trial {trial.number}, {kept} of {len(mask)} layers)",
-        f"A = {acc:.4f}" if acc is not None else "A = ?",
-        f"N = {n / 1e6:.2f}M" if n is not None else "N = ?",
-        f"Q = {q:.4f}" if q is not None and math.isfinite(q) else "Q = ?",
-    ]
-    return ", ".join(shown)
+def _describe(trial: EvaluatedTrial) -> str:
+    q = trial.quality
+    return ", ".join(
+        [
+            f"{trial.mask} (trial {trial.number}, {trial.n_layers} of {len(trial.mask)} layers)",
+            f"A = {trial.accuracy:.4f}",
+            f"N = {trial.n_params / 1e6:.2f}M",
+            f"Q = {q:.4f}" if q is not None and math.isfinite(q) else "Q = ?",
+        ]
+    )

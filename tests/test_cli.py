@@ -73,6 +73,19 @@ def test_search_runs_the_total_then_resumes_only_what_is_missing(
     assert f"A = {best.user_attrs['accuracy']:.4f}" in out
     assert f"Q = {best.user_attrs['quality']:.4f}" in out
     assert "Stored in: sqlite:///tiny.db" in out
+    # What the answer gains and loses against the full model, measured in the same study.
+    full = study.trials[0]
+    assert full.user_attrs["mask"] == "1111"
+    if best.number != full.number:
+        assert "Against the full model 1111 (trial 0, measured in this study):" in out
+        kept = best.user_attrs["n_layers"]
+        assert f"layers kept:      {kept} of 4" in out
+        share = 100 * best.user_attrs["n_params"] / full.user_attrs["n_params"]
+        assert "% of the full model's" in out and f"= {share:.1f}%" in out
+        ratio = full.user_attrs["eval_seconds"] / best.user_attrs["eval_seconds"]
+        assert f"inference speed:  {ratio:.2f}x the full model's on the validation split" in out
+    # The dashboard names the objective value.
+    assert study.metric_names == ["Q"]
     assert "optuna-dashboard sqlite:///tiny.db" in out
     assert (study_dir / "tiny.db").is_file()
 
@@ -94,7 +107,12 @@ def test_search_runs_the_total_then_resumes_only_what_is_missing(
 
     # A larger total adds only the missing trials, and trains no mask twice.
     assert cli.main(["search", str(tiny_study), "--n-trials", "5"]) == 0
-    assert "[5/5] trial    4" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "[5/5] trial    4" in err
+    # Trial lines use the summary's words: feasible or infeasible, not Optuna's states.
+    trial_lines = [line for line in err.splitlines() if line.startswith("[")]
+    assert all(" feasible" in line or "infeasible: " in line for line in trial_lines), err
+    assert "complete" not in err
     study = load()
     assert [t.number for t in study.trials] == list(range(5))
     assert len(evaluated(study)) == 5
@@ -127,7 +145,8 @@ def test_a_study_made_with_optuna_create_study_is_used(
     assert len(study.directions) == (2 if two else 1)
     assert len(evaluated(study)) == 1
     if two:
-        assert "Pareto front (accuracy vs parameters)" in out
+        assert "Pareto front of the feasible masks (accuracy vs parameters)" in out
+        assert study.metric_names == ["accuracy", "n_params"]
         for trial in study.get_trials(states=(TrialState.COMPLETE,)):
             assert trial.values == [trial.user_attrs["accuracy"], trial.user_attrs["n_params"]]
     else:
