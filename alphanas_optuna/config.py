@@ -261,6 +261,10 @@ def load_study_config(path: str | Path) -> StudyConfig:
             allowed; the message names the file and the key.
     """
     path = Path(path)
+    if path.is_dir():
+        toml = sorted(p.name for p in path.glob("*.toml"))[:5]
+        there = f" (study files there: {', '.join(toml)})" if toml else ""
+        raise StudyConfigError(f"{path}: is a folder, not a study file; give a .toml file{there}")
     if not path.is_file():
         raise StudyConfigError(f"{path}: study file not found")
     try:

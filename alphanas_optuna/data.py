@@ -14,6 +14,7 @@ the training subset. This module knows nothing of Optuna.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -219,6 +220,10 @@ def _read_table(path: Path, text_column: str, label_column: str) -> tuple[list[s
         raise DataError(
             f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(_FILE_FORMATS)}"
         )
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty (0 bytes); it needs a row per example")
+    if fmt == "csv" and _header_only(path):
+        raise DataError(f"{path}: the file holds no rows (only its header line)")
     try:
         if fmt == "parquet":
             import pyarrow.parquet as pq
@@ -229,14 +234,46 @@ def _read_table(path: Path, text_column: str, label_column: str) -> tuple[list[s
                 c: table.column(c).to_pylist() for c in (text_column, label_column) if c in columns
             }
         else:
-            loaded = datasets.load_dataset(fmt, data_files=str(path), split="train")
+            with _quiet_datasets():
+                loaded = datasets.load_dataset(fmt, data_files=str(path), split="train")
             columns = loaded.column_names
             data = {c: loaded[c] for c in (text_column, label_column) if c in columns}
     except Exception as exc:  # noqa: BLE001 - pyarrow's and datasets' many parse errors
         raise DataError(
             f"{path}: cannot be read as {fmt}: {first_line(exc, default_to_type=True)}"
         ) from exc
+    if columns and not any(len(v) for v in data.values()):
+        raise DataError(f"{path}: the file holds no rows (only its columns: {', '.join(columns)})")
     return _check_columns(str(path), columns, data, text_column, label_column)
+
+
+def _header_only(path: Path) -> bool:
+    """Whether a CSV file has at most one non-blank line (a header without rows)."""
+    lines = 0
+    with path.open("rb") as f:
+        for line in f:
+            lines += bool(line.strip())
+            if lines > 1:
+                return False
+    return True
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """Hide the progress bars and info lines of ``datasets`` (reading a CSV prints "Generating
+    train split"); restore them after."""
+    import datasets
+
+    enabled = datasets.is_progress_bar_enabled()
+    verbosity = datasets.logging.get_verbosity()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+        if enabled:
+            datasets.enable_progress_bars()
 
 
 def _check_columns(
@@ -281,8 +318,19 @@ def _load_hub(
 ) -> tuple[tuple[list[str], np.ndarray], tuple[list[str], np.ndarray]]:
     import datasets
 
+    from alphanas_optuna.hub import hub_reachable, quiet_hub_retries
+
+    if hub_reachable() is False:
+        raise HubUnreachableError(
+            f"cannot load dataset {dataset_id!r}: the Hugging Face Hub is unreachable from here. "
+            "Point --data (or [data] source in the study file) at local files instead: a folder "
+            "with train.parquet/test.parquet (or .csv, .jsonl; `alphanas prepare-data` writes "
+            "one), a single file, or an aclImdb folder; or set HF_HUB_OFFLINE=1 to use a copy in "
+            "your Hugging Face cache."
+        )
     try:
-        ds = datasets.load_dataset(dataset_id)
+        with quiet_hub_retries(), _quiet_datasets():
+            ds = datasets.load_dataset(dataset_id)
     except (ConnectionError, OSError, TimeoutError) as exc:
         raise HubUnreachableError(
             f"cannot load dataset {dataset_id!r} from the Hugging Face Hub ({type(exc).__name__}: "

