@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from alphanas_optuna.answer import Winner, winner, winners
 from alphanas_optuna.mask import format_mask, parse_mask, suggest_mask
 from alphanas_optuna.sampler import AlphaNASSampler
 
@@ -29,12 +30,15 @@ _LAZY = {
 __all__ = [
     "AlphaNASObjective",
     "AlphaNASSampler",
+    "Winner",
     "FitnessConfig",
     "count_parameters",
     "drop_layers",
     "format_mask",
     "parse_mask",
     "suggest_mask",
+    "winner",
+    "winners",
 ]
 
 

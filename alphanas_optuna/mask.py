@@ -4,10 +4,16 @@ A mask has one bit per encoder layer: ``1`` keeps the layer, ``0`` drops it. In 
 categorical parameter named ``<prefix><index>`` with two digits (``layer_00``, ``layer_01``, ...), so
 the parameters sort by layer in optuna-dashboard. This module depends on nothing but Optuna's trial
 interface, so the sampler and any objective can share it without importing torch.
+
+One representation: a mask is a :data:`Mask`, a tuple of 0/1 ints, layer 0 first. It is written
+as a bit string (``"110111"``) where a person or the storage reads it (:func:`format_mask`,
+:func:`parse_mask`), and the sampler's vectorised code handles it as an integer code with bit ``i``
+= layer ``i`` (:func:`mask_to_code`, :func:`mask_from_code`). All conversions live here.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +24,10 @@ __all__ = [
     "DEFAULT_PREFIX",
     "Mask",
     "format_mask",
+    "is_integer",
+    "mask_from_code",
     "mask_from_params",
+    "mask_to_code",
     "param_name",
     "parse_mask",
     "suggest_mask",
@@ -58,7 +67,7 @@ def validate_mask(mask: Sequence[int] | str, n_layers: int | None = None) -> Mas
         )
     for i, b in enumerate(bits):
         # bool is an int subclass; numpy ints are not, so compare by value but reject other types.
-        if isinstance(b, bool) or not _is_int(b) or int(b) not in MASK_CHOICES:
+        if not is_integer(b) or int(b) not in MASK_CHOICES:
             raise ValueError(f"mask bit {i} is {b!r}; allowed values are 0 (drop) and 1 (keep)")
     bits = tuple(int(b) for b in bits)
     if not any(bits):
@@ -132,11 +141,30 @@ def mask_from_params(params: Mapping[str, Any], prefix: str = DEFAULT_PREFIX) ->
     return bits
 
 
-def _is_int(value: Any) -> bool:
-    try:
-        return int(value) == value
-    except (TypeError, ValueError):
-        return False
+def is_integer(value: Any) -> bool:
+    """Whether ``value`` is an integer (Python's or NumPy's), and not a bool or a float.
+
+    The one integer check of the package: ``1.0`` and ``True`` are refused wherever an integer
+    (a mask bit, a population size, a seed) is asked for.
+    """
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def mask_to_code(mask: Iterable[int]) -> int:
+    """A mask as an integer code, bit ``i`` = layer ``i``: ``(1, 1, 0)`` -> ``3``."""
+    code = 0
+    for i, b in enumerate(mask):
+        if b:
+            code |= 1 << i
+    return code
+
+
+def mask_from_code(code: int, n_layers: int) -> Mask:
+    """The mask of ``n_layers`` bits that an integer code stands for: ``(3, 3)`` -> ``(1, 1, 0)``."""
+    code = int(code)
+    if code < 0 or code >> n_layers:
+        raise ValueError(f"mask code {code} does not fit in {n_layers} layers")
+    return tuple((code >> i) & 1 for i in range(n_layers))
 
 
 def _show(bits: Sequence[Any]) -> str:

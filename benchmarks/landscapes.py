@@ -17,7 +17,18 @@ sampler can be run for many seeds. Two kinds:
   The profiles: ``top`` (the upper layers matter least, as reported for BERT), ``middle`` (a
   U-shape: the middle layers matter least), ``random`` (log-normal importances in random order)
   and ``bottom`` (the lower layers matter least: the opposite of ``top``, to check that a sampler
-  does not rely on a bottom-layers prior).
+  does not rely on a bottom-layers prior). Three families shaped after what was measured on real
+  models, with a different random draw per instance:
+
+  * ``collapse``: as on all-MiniLM-L6-v2, a sub-model without one of the top ``r`` layers (``r``
+    of 1–3, per instance) collapses towards the majority class (accuracy near 0.5: infeasible),
+    whatever else it keeps; the other layers have random importances.
+  * ``distant``: strong interactions between distant layers (``|i - j| >= 3``): dropping both of
+    a pair costs much more, or much less, than their sum, which no bits-and-neighbours model
+    sees.
+  * ``plateau``: most layers are nearly interchangeable (small, nearly equal importances), so
+    many masks of one depth lie within a fraction of a point of each other, and a few layers
+    matter.
 * :func:`table_landscape`: a measured table (CSV with ``mask``, ``accuracy``, ``n_params``; several
   rows per mask, e.g. seeds, are averaged).
 """
@@ -38,7 +49,7 @@ BERT_BASE_PER_LAYER = 7.0877e6
 
 __all__ = ["Landscape", "synthetic_landscape", "table_landscape", "PROFILES"]
 
-PROFILES = ("top", "middle", "random", "bottom")
+PROFILES = ("top", "middle", "random", "bottom", "collapse", "distant", "plateau")
 
 
 @dataclass
@@ -113,14 +124,31 @@ def synthetic_landscape(
         base = 0.11 * pos**1.5 + 0.006
     elif profile == "middle":
         base = 0.12 * (2.0 * np.abs(pos - 0.5)) ** 2 + 0.008
-    else:
+    elif profile == "plateau":
+        # About what a layer's parameters are worth at lambda = 0.002: dropping one costs
+        # roughly what it saves, so many masks lie within a fraction of a point.
+        base = np.full(n_layers, 0.033)
+        important = rng.choice(n_layers, 2, replace=False)
+        base[important] = rng.uniform(0.08, 0.16, 2)
+    else:  # random, collapse, distant
         base = rng.permutation(np.exp(rng.normal(np.log(0.03), 0.9, n_layers)))
-    w = base * np.exp(rng.normal(0.0, 0.25, n_layers))
-    c = rng.uniform(0.0, 0.04, n_layers - 1)
+    jitter = 0.08 if profile == "plateau" else 0.25
+    w = base * np.exp(rng.normal(0.0, jitter, n_layers))
+    c = rng.uniform(0.0, 0.01 if profile == "plateau" else 0.04, n_layers - 1)
     pairs = {}
     for _ in range(n_layers // 2):
         i, j = sorted(rng.choice(n_layers, 2, replace=False).tolist())
         pairs[(i, j)] = float(rng.normal(0.0, 0.03))
+    if profile == "distant":
+        for _ in range(n_layers):
+            i = int(rng.integers(0, n_layers - 3))
+            j = int(rng.integers(i + 3, n_layers))
+            # Mostly extra damage; sometimes two layers are redundant with each other.
+            effect = rng.uniform(0.04, 0.10) if rng.random() < 0.7 else -rng.uniform(0.01, 0.04)
+            pairs[(i, j)] = pairs.get((i, j), 0.0) + float(effect)
+    critical = []
+    if profile == "collapse":
+        critical = list(range(n_layers - int(rng.integers(1, 4)), n_layers))
     accuracy: dict[str, float] = {}
     n_params: dict[str, float] = {}
     for value in range(1, 2**n_layers):
@@ -131,6 +159,8 @@ def synthetic_landscape(
         damage += sum(c[i] for i in range(n_layers - 1) if dropped[i] and dropped[i + 1])
         damage += sum(e for (i, j), e in pairs.items() if dropped[i] and dropped[j])
         damage = max(damage, 0.0)
+        if critical and not all(bits[i] for i in critical):
+            damage += 3.0  # Collapse towards the majority class.
         acc = 0.5 + (full_accuracy - 0.5) * math.exp(-damage) + _noise(instance, mask, 0.004)
         accuracy[mask] = float(min(max(acc, 0.0), 1.0))
         n_params[mask] = BERT_BASE_FIXED + BERT_BASE_PER_LAYER * sum(bits)

@@ -1,32 +1,39 @@
-"""Regret of AlphaNASSampler against Optuna's samplers on tabular mask landscapes, and ask overhead.
+"""True regret of the mask each sampler NAMES, on noisy tabular landscapes; and ask overhead.
 
-Every mask's (accuracy A, parameters N) is looked up in a table, so a search costs nothing. The
-objective is the real one's: it suggests the mask with ``suggest_mask``, records A and N as user
-attributes, prunes (``optuna.TrialPruned``) masks with A < 0.75 or N > 100e6, and returns
-Q = A - lam * N / 1e6.
+Every mask's true (accuracy A, parameters N) is looked up in a table, so a search costs nothing.
+Each evaluation draws ``A_obs = A + N(0, sigma)`` afresh, as a brief fine-tune with a new seed
+would. The objective is the real one's: it suggests the mask with ``suggest_mask``, records A_obs,
+N and Q_obs as user attributes (``accuracy``, ``n_params``, ``quality``), prunes
+(``optuna.TrialPruned``) masks with A_obs < the landscape's floor or N > 100e6, and returns
+Q_obs = A_obs - lam * N / 1e6.
 
-Regret after k evaluations = (best feasible Q of the landscape) - (best Q among the feasible
-trials of the first k); a run that found no feasible mask yet scores the worst feasible Q.
-Every trial counts as an evaluation, including pruned ones and repeated masks.
+What a user reads as the study's answer is what is scored: ``alphanas_optuna.winner(study)`` for
+AlphaNAS, ``study.best_trial`` for Optuna's samplers. Regret after k trials = (best true Q of a
+feasible mask) - (true Q of the mask named after k trials); a named mask that is truly
+infeasible, or no answer at all, scores the worst feasible true Q. Every trial counts,
+including pruned ones and re-evaluations.
 
 Usage::
 
     python benchmarks/sampler_regret.py                  # full run, prints Markdown tables
-    python benchmarks/sampler_regret.py --quick          # smoke run (3 seeds, 2 landscapes)
+    python benchmarks/sampler_regret.py --quick          # smoke run
     python benchmarks/sampler_regret.py --overhead-only  # only the ask-overhead measurement
-    python benchmarks/sampler_regret.py --table benchmarks/data/minilm-l6-imdb.csv --lam 0.002
+    python benchmarks/sampler_regret.py --instances 3 --sigmas 0 0.02 --jobs 2 --csv out.csv
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import os
 import shutil
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +42,16 @@ import optuna
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from landscapes import Landscape, synthetic_landscape, table_landscape  # noqa: E402
+from landscapes import PROFILES, Landscape, synthetic_landscape, table_landscape  # noqa: E402
 
-from alphanas_optuna import AlphaNASSampler, suggest_mask  # noqa: E402
+from alphanas_optuna import AlphaNASSampler, suggest_mask, winner  # noqa: E402
+from alphanas_optuna.answer import NoWinnerError  # noqa: E402
 from alphanas_optuna.mask import format_mask  # noqa: E402
 
 DEFAULT_TABLE = Path(__file__).resolve().parent / "data" / "minilm-l6-imdb.csv"
-CHECKPOINTS = (10, 25, 50, 100)
+CHECKPOINTS = (25, 50, 100)
 MAX_PARAMS = 100e6
+OPTUNA_SAMPLERS = ("Random", "TPE", "NSGA-II")
 
 SamplerFactory = Callable[[int], optuna.samplers.BaseSampler]
 
@@ -50,142 +59,209 @@ SAMPLERS: dict[str, SamplerFactory] = {
     "Random": lambda s: optuna.samplers.RandomSampler(seed=s),
     "TPE": lambda s: optuna.samplers.TPESampler(seed=s),
     "NSGA-II": lambda s: optuna.samplers.NSGAIISampler(seed=s),
-    "NSGA-II (pop 10)": lambda s: optuna.samplers.NSGAIISampler(population_size=10, seed=s),
     "AlphaNAS plain": lambda s: AlphaNASSampler(seed=s, surrogate=False),
+    "AlphaNAS no re-eval": lambda s: AlphaNASSampler(seed=s, reevaluation_share=0.0),
     "AlphaNAS": lambda s: AlphaNASSampler(seed=s),
-    "AlphaNAS + prior": lambda s: AlphaNASSampler(seed=s, init_bottom_bias=0.6),
 }
+DEFAULT_SAMPLERS = ("Random", "TPE", "NSGA-II", "AlphaNAS plain", "AlphaNAS")
 
 
-def make_objective(landscape: Landscape, lam: float) -> Callable[[optuna.Trial], float]:
-    """The real objective's contract on a table: suggest, look up, prune infeasible, return Q."""
+def make_objective(
+    landscape: Landscape, lam: float, sigma: float, rng: np.random.Generator
+) -> Callable[[optuna.Trial], float]:
+    """The real objective's contract on a table: suggest, draw A_obs, prune infeasible, return Q."""
 
     def objective(trial: optuna.Trial) -> float:
         mask = format_mask(suggest_mask(trial, landscape.n_layers))
         if mask not in landscape.accuracy:  # The all-zero mask (other samplers may draw it).
-            trial.set_user_attr("accuracy", 0.5)
             trial.set_user_attr("n_params", 0.0)
             raise optuna.TrialPruned()
-        accuracy = landscape.accuracy[mask]
         n_params = landscape.n_params[mask]
-        trial.set_user_attr("accuracy", accuracy)
         trial.set_user_attr("n_params", n_params)
-        if accuracy < landscape.min_accuracy or n_params > MAX_PARAMS:
+        if n_params > MAX_PARAMS:
             raise optuna.TrialPruned()
-        return accuracy - lam * n_params / 1e6
+        accuracy = landscape.accuracy[mask] + (sigma * rng.standard_normal() if sigma else 0.0)
+        quality = accuracy - lam * n_params / 1e6
+        trial.set_user_attr("accuracy", accuracy)
+        trial.set_user_attr("quality", quality)
+        if accuracy < landscape.min_accuracy:
+            raise optuna.TrialPruned()
+        return quality
 
     return objective
 
 
+def named_mask(study: optuna.Study, sampler_name: str) -> str | None:
+    """What a user reads as the study's answer."""
+    if sampler_name.startswith("AlphaNAS"):
+        try:
+            return winner(study).mask
+        except NoWinnerError:
+            return None
+    try:
+        return format_mask(
+            int(study.best_trial.params[f"layer_{i:02d}"])
+            for i in range(len(study.best_trial.params))
+        )
+    except ValueError:  # No COMPLETE trial.
+        return None
+
+
 def run_once(
-    landscape: Landscape, factory: SamplerFactory, seed: int, n_trials: int, lam: float
-) -> np.ndarray:
-    """Best feasible Q after each evaluation (NaN until a feasible one is found)."""
-    study = optuna.create_study(direction="maximize", sampler=factory(seed))
-    study.optimize(make_objective(landscape, lam), n_trials=n_trials)
-    best = np.full(n_trials, np.nan)
-    current = -math.inf
-    for i, t in enumerate(study.trials[:n_trials]):
-        if t.state == optuna.trial.TrialState.COMPLETE:
-            current = max(current, float(t.value))
-        best[i] = current if current > -math.inf else np.nan
-    return best
+    landscape: Landscape, sampler_name: str, seed: int, n_trials: int, lam: float, sigma: float
+) -> dict[int, float]:
+    """True regret of the named mask after each checkpoint."""
+    _, q_best, q_worst = landscape.optimum(lam, None, MAX_PARAMS)
+    noise = np.random.default_rng([seed, zlib.crc32(landscape.name.encode()), int(sigma * 1e4)])
+    study = optuna.create_study(direction="maximize", sampler=SAMPLERS[sampler_name](seed))
+    # As `alphanas search` does: the study records its settings, the accuracy floor among them.
+    study.set_user_attr("alphanas_config", {"fitness": {"min_accuracy": landscape.min_accuracy}})
+    checkpoints = [c for c in CHECKPOINTS if c <= n_trials]
+    regret: dict[int, float] = {}
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        k = trial.number + 1
+        if k in checkpoints:
+            mask = named_mask(study, sampler_name)
+            if mask is None or not landscape.feasible(mask, None, MAX_PARAMS):
+                regret[k] = q_best - q_worst
+            else:
+                regret[k] = max(q_best - landscape.fitness(mask, lam), 0.0)
+
+    study.optimize(
+        make_objective(landscape, lam, sigma, noise), n_trials=n_trials, callbacks=[callback]
+    )
+    return regret
+
+
+def _task(args: tuple) -> list[tuple]:
+    spec, sampler_name, seed, n_trials, lam, sigma = args
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    landscape = _landscape(spec)
+    start = time.perf_counter()
+    regret = run_once(landscape, sampler_name, seed, n_trials, lam, sigma)
+    seconds = time.perf_counter() - start
+    return [(landscape.name, sigma, sampler_name, seed, k, r, seconds) for k, r in regret.items()]
+
+
+_LANDSCAPES: dict[tuple, Landscape] = {}
+
+
+def _landscape(spec: tuple) -> Landscape:
+    if spec not in _LANDSCAPES:
+        if spec[0] == "synthetic":
+            _LANDSCAPES[spec] = synthetic_landscape(spec[1], spec[2])
+        else:
+            _, path, min_accuracy, table_seed = spec
+            _LANDSCAPES[spec] = table_landscape(path, min_accuracy=min_accuracy, seed=table_seed)
+    return _LANDSCAPES[spec]
 
 
 def evaluate(
-    landscapes: list[Landscape],
-    samplers: dict[str, SamplerFactory],
+    specs: list[tuple],
+    samplers: list[str],
     seeds: list[int],
     n_trials: int,
     lam: float,
-) -> dict[tuple[str, str], dict[str, object]]:
-    results: dict[tuple[str, str], dict[str, object]] = {}
-    for landscape in landscapes:
-        _, q_best, q_worst = landscape.optimum(lam, None, MAX_PARAMS)
-        for name, factory in samplers.items():
-            start = time.perf_counter()
-            curves = []
-            for seed in seeds:
-                best = run_once(landscape, factory, seed, n_trials, lam)
-                best = np.where(np.isnan(best), q_worst, best)
-                curves.append(q_best - best)
-            regret = np.maximum(np.array(curves), 0.0)
-            found = regret <= 1e-12
-            first = [int(np.argmax(row)) + 1 if row.any() else None for row in found]
-            results[(landscape.name, name)] = {
-                "regret": regret,
-                "found": [f is not None for f in first],
-                "first": [f for f in first if f is not None],
-                "seconds": time.perf_counter() - start,
-            }
-            r50 = regret[:, min(50, n_trials) - 1]
-            print(
-                f"  {landscape.name:24s} {name:18s} regret@50 {r50.mean():.4f} "
-                f"({time.perf_counter() - start:.1f}s)",
-                file=sys.stderr,
-                flush=True,
+    sigmas: list[float],
+    jobs: int,
+) -> list[tuple]:
+    tasks = [
+        (spec, name, seed, n_trials, lam, sigma)
+        for sigma in sigmas
+        for spec in specs
+        for name in samplers
+        for seed in seeds
+    ]
+    rows: list[tuple] = []
+    start = time.perf_counter()
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            for i, out in enumerate(pool.map(_task, tasks, chunksize=4)):
+                rows.extend(out)
+                if (i + 1) % 200 == 0:
+                    print(
+                        f"  {i + 1}/{len(tasks)} runs, {time.perf_counter() - start:.0f}s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    else:
+        for i, task in enumerate(tasks):
+            rows.extend(_task(task))
+            if (i + 1) % 200 == 0:
+                print(
+                    f"  {i + 1}/{len(tasks)} runs, {time.perf_counter() - start:.0f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    return rows
+
+
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    a = np.array(values, dtype=float)
+    se = a.std(ddof=1) / math.sqrt(len(a)) if len(a) > 1 else 0.0
+    return float(a.mean()), float(se)
+
+
+def family(name: str) -> str:
+    parts = name.split("-")
+    return "-".join(parts[:2]) if parts[0] == "synthetic" else name
+
+
+def markdown(rows: list[tuple], samplers: list[str], lam: float) -> str:
+    """Per sigma: mean true regret ± s.e. per landscape family at each checkpoint, the ratio to
+    the best Optuna sampler, and on how many landscape instances AlphaNAS is lowest."""
+    out = []
+    sigmas = sorted({r[1] for r in rows})
+    checkpoints = sorted({r[4] for r in rows})
+    ours = "AlphaNAS" if "AlphaNAS" in samplers else samplers[-1]
+    for sigma in sigmas:
+        sub = [r for r in rows if r[1] == sigma]
+        names = sorted({r[0] for r in sub})
+        families = sorted({family(n) for n in names}, key=lambda f: (not f.startswith("synth"), f))
+        n_seeds = len({r[3] for r in sub})
+        out.append(f"### sigma = {sigma} (lam = {lam}, {n_seeds} seeds per landscape)\n")
+        for k in checkpoints:
+            out.append(f"**After {k} trials**: mean true regret of the named mask ± s.e.\n")
+            out.append(
+                "| family (instances) | " + " | ".join(samplers) + f" | {ours} / best Optuna |"
             )
-    return results
-
-
-def markdown_regret(
-    landscapes: list[Landscape],
-    samplers: list[str],
-    results: dict[tuple[str, str], dict[str, object]],
-    n_trials: int,
-    lam: float,
-) -> str:
-    lines = []
-    checkpoints = [c for c in CHECKPOINTS if c <= n_trials]
-    for landscape in landscapes:
-        mask, q_best, _ = landscape.optimum(lam, None, MAX_PARAMS)
-        n_feasible = sum(landscape.feasible(m) for m in landscape.accuracy)
-        lines.append(
-            f"**{landscape.name}** ({landscape.n_layers} layers, {n_feasible} of "
-            f"{len(landscape.accuracy)} masks feasible; optimum `{mask}`, Q = {q_best:.4f})\n"
-        )
-        header = "| sampler | " + " | ".join(f"regret @{c}" for c in checkpoints)
-        header += " | found optimum | evals to optimum (mean, runs that found it) |"
-        lines.append(header)
-        lines.append("|" + "---|" * (len(checkpoints) + 3))
-        best_at_50 = min(
-            results[(landscape.name, s)]["regret"][:, min(50, n_trials) - 1].mean()  # type: ignore[index]
-            for s in samplers
-        )
-        for s in samplers:
-            r = results[(landscape.name, s)]
-            regret = r["regret"]
-            cells = []
-            for c in checkpoints:
-                col = regret[:, c - 1]  # type: ignore[index]
-                se = col.std(ddof=1) / math.sqrt(len(col)) if len(col) > 1 else 0.0
-                cell = f"{col.mean():.4f} ± {se:.4f}"
-                if c == min(50, n_trials) and abs(col.mean() - best_at_50) < 1e-12:
-                    cell = f"**{cell}**"
-                cells.append(cell)
-            found = r["found"]
-            first = r["first"]
-            share = f"{sum(found)}/{len(found)}"  # type: ignore[arg-type]
-            mean_first = f"{np.mean(first):.1f}" if first else "–"
-            lines.append(f"| {s} | " + " | ".join(cells) + f" | {share} | {mean_first} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def summary_table(
-    landscapes: list[Landscape],
-    samplers: list[str],
-    results: dict[tuple[str, str], dict[str, object]],
-    n_trials: int,
-) -> str:
-    c = min(50, n_trials)
-    lines = ["| landscape | " + " | ".join(samplers) + " |", "|" + "---|" * (len(samplers) + 1)]
-    for landscape in landscapes:
-        means = [results[(landscape.name, s)]["regret"][:, c - 1].mean() for s in samplers]  # type: ignore[index]
-        best = min(means)
-        cells = [f"**{m:.4f}**" if abs(m - best) < 1e-12 else f"{m:.4f}" for m in means]
-        lines.append(f"| {landscape.name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            out.append("|" + "---|" * (len(samplers) + 2))
+            ratios = []
+            for fam in families:
+                inst = [n for n in names if family(n) == fam]
+                cells = []
+                means = {}
+                for s in samplers:
+                    vals = [r[5] for r in sub if r[2] == s and r[4] == k and family(r[0]) == fam]
+                    m, se = _mean_se(vals)
+                    means[s] = m
+                    cells.append(f"{m:.4f} ± {se:.4f}")
+                best_optuna = min(means[s] for s in samplers if s in OPTUNA_SAMPLERS)
+                ratio = means[ours] / best_optuna if best_optuna > 0 else math.nan
+                ratios.append(ratio)
+                low = min(means.values())
+                cells = [
+                    f"**{c}**" if abs(means[s] - low) < 1e-12 else c
+                    for c, s in zip(cells, samplers)
+                ]
+                out.append(f"| {fam} ({len(inst)}) | " + " | ".join(cells) + f" | {ratio:.2f} |")
+            out.append("")
+            # Per instance: is AlphaNAS below every Optuna sampler?
+            wins = 0
+            for n in names:
+                m = {
+                    s: np.mean([r[5] for r in sub if r[2] == s and r[4] == k and r[0] == n])
+                    for s in samplers
+                }
+                wins += all(m[ours] < m[s] for s in samplers if s in OPTUNA_SAMPLERS)
+            finite = [r for r in ratios if math.isfinite(r)]
+            out.append(
+                f"{ours} below every Optuna sampler on {wins} of {len(names)} landscape instances; "
+                f"mean ratio to the best Optuna sampler over families: "
+                f"{np.mean(finite):.2f}\n"
+            )
+    return "\n".join(out)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -307,10 +383,21 @@ def markdown_overhead(rows: list[tuple[str, float, float, float]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 3 seeds, 2 landscapes")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 seeds, 3 families")
     parser.add_argument("--seeds", type=int, default=20, help="seeds per sampler and landscape")
+    parser.add_argument("--seed-offset", type=int, default=0, help="first seed")
     parser.add_argument("--n-trials", type=int, default=100, help="evaluations per run")
     parser.add_argument("--lam", type=float, default=0.002, help="lambda per million parameters")
+    parser.add_argument(
+        "--sigmas",
+        type=float,
+        nargs="*",
+        default=[0.0, 0.01, 0.02, 0.03],
+        help="noise SD of one evaluation's accuracy",
+    )
+    parser.add_argument("--families", nargs="*", default=list(PROFILES), help="synthetic families")
+    parser.add_argument("--instances", type=int, default=3, help="instances per family")
+    parser.add_argument("--instance-offset", type=int, default=0, help="first instance")
     parser.add_argument("--table", type=Path, default=DEFAULT_TABLE, help="measured mask table")
     parser.add_argument(
         "--table-min-accuracy",
@@ -322,11 +409,13 @@ def main(argv: list[str] | None = None) -> int:
         "--table-seed",
         type=int,
         default=None,
-        help="only this training seed's rows of the table (default: average the seeds)",
+        help="only this training seed's rows of the table (default: the mean over seeds)",
     )
-    parser.add_argument("--instances", type=int, default=2, help="instances per synthetic profile")
-    parser.add_argument("--samplers", nargs="*", default=None, help="subset of sampler names")
+    parser.add_argument("--samplers", nargs="*", default=list(DEFAULT_SAMPLERS))
     parser.add_argument("--skip-synthetic", action="store_true", help="only the measured table")
+    parser.add_argument("--skip-table", action="store_true", help="only synthetic landscapes")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes")
+    parser.add_argument("--csv", type=Path, default=None, help="write every run's regret here")
     parser.add_argument("--overhead-only", action="store_true")
     parser.add_argument("--no-overhead", action="store_true")
     parser.add_argument("--overhead-trials", type=int, default=5000)
@@ -334,43 +423,48 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
-    samplers = SAMPLERS
-    if args.samplers:
-        unknown = set(args.samplers) - set(SAMPLERS)
-        if unknown:
-            parser.error(f"unknown samplers {sorted(unknown)}; choose from {list(SAMPLERS)}")
-        samplers = {k: v for k, v in SAMPLERS.items() if k in args.samplers}
-    seeds = list(range(3 if args.quick else args.seeds))
+    unknown = set(args.samplers) - set(SAMPLERS)
+    if unknown:
+        parser.error(f"unknown samplers {sorted(unknown)}; choose from {list(SAMPLERS)}")
+    seeds = list(range(args.seed_offset, args.seed_offset + (3 if args.quick else args.seeds)))
 
     if not args.overhead_only:
-        profiles = ("top", "random") if args.quick else ("top", "middle", "random", "bottom")
+        families = ["top", "collapse", "plateau"] if args.quick else args.families
         instances = 1 if args.quick else args.instances
-        landscapes = [synthetic_landscape(p, i) for p in profiles for i in range(instances)]
-        if args.skip_synthetic:
-            landscapes = []
-        if args.table.exists():
-            try:
-                landscapes.append(
-                    table_landscape(
-                        args.table, min_accuracy=args.table_min_accuracy, seed=args.table_seed
-                    )
-                )
-            except ValueError as error:  # Still being measured: some masks are missing.
-                print(f"incomplete table, skipping landscape (b): {error}", file=sys.stderr)
-        else:
-            print(f"no measured table at {args.table}: skipping landscape (b)", file=sys.stderr)
-        results = evaluate(landscapes, samplers, seeds, args.n_trials, args.lam)
-        print(f"## Regret (lam = {args.lam}, {len(seeds)} seeds, {args.n_trials} evaluations)\n")
-        print("Mean regret at 50 evaluations (lower is better):\n")
-        print(summary_table(landscapes, list(samplers), results, args.n_trials))
-        print()
-        print(markdown_regret(landscapes, list(samplers), results, args.n_trials, args.lam))
+        specs: list[tuple] = []
+        if not args.skip_synthetic:
+            specs = [
+                ("synthetic", f, i)
+                for f in families
+                for i in range(args.instance_offset, args.instance_offset + instances)
+            ]
+        if not args.skip_table:
+            if args.table.exists():
+                spec = ("table", str(args.table), args.table_min_accuracy, args.table_seed)
+                try:
+                    _landscape(spec)
+                    specs.append(spec)
+                except ValueError as error:  # Still being measured: some masks are missing.
+                    print(f"incomplete table, skipped: {error}", file=sys.stderr)
+            else:
+                print(f"no measured table at {args.table}: skipped", file=sys.stderr)
+        sigmas = [0.0, 0.02] if args.quick else args.sigmas
+        n_trials = 50 if args.quick else args.n_trials
+        rows = evaluate(specs, args.samplers, seeds, n_trials, args.lam, sigmas, args.jobs)
+        if args.csv:
+            with open(args.csv, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["landscape", "sigma", "sampler", "seed", "trials", "regret", "seconds"])
+                w.writerows(rows)
+        print(f"## True regret of the named mask (lam = {args.lam}, {len(seeds)} seeds)\n")
+        print(markdown(rows, args.samplers, args.lam))
     if not args.no_overhead:
         n_asks = 5 if args.quick else args.overhead_asks
         n_finished = 500 if args.quick else args.overhead_trials
-        rows = measure_overhead(samplers, n_finished, 12, n_asks)
+        overhead_samplers = {k: SAMPLERS[k] for k in ("Random", "TPE", "NSGA-II", "AlphaNAS")}
+        rows_o = measure_overhead(overhead_samplers, n_finished, 12, n_asks)
         print(f"## Ask overhead ({n_finished} finished trials, SQLite, 12 layers, {n_asks} asks)\n")
-        print(markdown_overhead(rows))
+        print(markdown_overhead(rows_o))
     return 0
 
 

@@ -1,6 +1,8 @@
 """Run AlphaNASSampler trials against a shared storage (helper of tests/test_sampler.py).
 
-Usage: python tests/sampler_worker.py STORAGE_URL STUDY_NAME N_TRIALS SEED [N_LAYERS]
+Usage: python tests/sampler_worker.py STORAGE_URL STUDY_NAME N_TRIALS SEED [plain]
+
+``plain``: the plain seed algorithm (``surrogate=False``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ def objective(trial: optuna.Trial, n_layers: int) -> float:
 
 def main() -> None:
     url, name, n_trials, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    n_layers = int(sys.argv[5]) if len(sys.argv) > 5 else 8
+    plain = len(sys.argv) > 5 and sys.argv[5] == "plain"
+    n_layers = 8
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if url.startswith("journal:"):
         storage = optuna.storages.JournalStorage(
@@ -35,7 +38,7 @@ def main() -> None:
         storage=storage,
         study_name=name,
         direction="maximize",
-        sampler=AlphaNASSampler(seed=seed),
+        sampler=AlphaNASSampler(seed=seed, surrogate=not plain),
         load_if_exists=True,
     )
     study.optimize(lambda t: objective(t, n_layers), n_trials=n_trials)

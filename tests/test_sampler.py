@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from alphanas_optuna import AlphaNASSampler, suggest_mask
 from alphanas_optuna.mask import format_mask, mask_from_params
-from alphanas_optuna.sampler import _select_elites
+from alphanas_optuna.sampler.elites import select_elites
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "sampler_worker.py"
@@ -102,7 +102,7 @@ def test_one_sampler_object_serves_many_studies_one_after_another() -> None:
     """Each study starts afresh, also when a dead study's storage id is recycled by Python."""
     import gc
 
-    sampler = AlphaNASSampler(seed=0, population_size=4)
+    sampler = AlphaNASSampler(seed=0, population_size=4, reevaluation_share=0.0)
     for _ in range(12):
         study = optuna.create_study(direction="maximize", sampler=sampler)
         study.optimize(_objective(4), n_trials=8)
@@ -144,7 +144,7 @@ def test_children_copy_an_elite_and_flip_bits(surrogate: bool) -> None:
     attrs = _study_attrs(study)
     by_number = {t.number: t for t in study.trials}
     children = [t for t in study.trials if t.system_attrs[PROPOSAL]["origin"] == "child"]
-    assert len(children) >= 25
+    assert len(children) >= 20
     for child in children:
         g = _gen(child)
         assert g >= 1
@@ -225,7 +225,7 @@ def test_pruned_trials_fill_generations_and_are_never_elites() -> None:
 
 
 def test_failed_trials_count_for_nothing() -> None:
-    sampler = AlphaNASSampler(seed=0, population_size=4)
+    sampler = AlphaNASSampler(seed=0, population_size=4, reevaluation_share=0.0)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     failed: list[str] = []
 
@@ -270,7 +270,8 @@ def test_running_masks_are_avoided_and_exhaustion_warns_once(
 
 
 def test_enqueued_masks_count_as_evaluated() -> None:
-    study = optuna.create_study(direction="maximize", sampler=AlphaNASSampler(seed=0))
+    sampler = AlphaNASSampler(seed=0, reevaluation_share=0.0)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
     study.enqueue_trial({f"layer_{i:02d}": b for i, b in enumerate((1, 0, 1, 0, 1, 0, 1, 0))})
     study.optimize(_objective(), n_trials=12)
     masks = _masks(study)
@@ -306,18 +307,13 @@ def test_surrogate_finds_a_planted_optimum_faster_than_plain() -> None:
 
 
 def test_two_objective_elites_by_rank_then_crowding() -> None:
-    directions = [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
     points = [(0.90, 100), (0.85, 60), (0.80, 40), (0.89, 90), (0.70, 30), (0.84, 80), (0.60, 90)]
-    trials = [
-        optuna.trial.create_trial(values=list(v), params={}, distributions={}) for v in points
-    ]
-    for i, t in enumerate(trials):
-        t.number = i
     front = {0, 1, 2, 3, 4}  # 5 and 6 are dominated.
-    chosen = {t.number for t in _select_elites(trials, directions, 5)}
+    loss = np.array([[-a, n] for a, n in points], dtype=float)
+    chosen = set(select_elites(loss, 5))
     assert chosen == front
     # Three of the front of five: the two extremes (infinite crowding distance) come first.
-    chosen3 = {t.number for t in _select_elites(trials, directions, 3)}
+    chosen3 = set(select_elites(loss, 3))
     assert {0, 4} <= chosen3 and chosen3 <= front
     # And the whole sampler runs on a two-objective study.
     study = optuna.create_study(
@@ -384,9 +380,9 @@ def test_no_heavy_imports() -> None:
 # Several processes on one storage
 
 
-def _worker(url: str, n_trials: int, seed: int) -> subprocess.Popen[str]:
+def _worker(url: str, n_trials: int, seed: int, *options: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(WORKER), url, "s", str(n_trials), str(seed)],
+        [sys.executable, str(WORKER), url, "s", str(n_trials), str(seed), *options],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -401,10 +397,11 @@ def _finish(proc: subprocess.Popen[str]) -> None:
 
 def test_resume_in_a_new_process_continues_the_generations(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    _finish(_worker(url, 20, seed=0))  # Two generations of 10, then the process exits.
+    # The plain algorithm, whose elites are the best single values (checked exactly below).
+    _finish(_worker(url, 20, 0, "plain"))  # Two generations of 10, then the process exits.
     study = optuna.load_study(study_name="s", storage=url)
     assert [_gen(t) for t in study.trials] == [0] * 10 + [1] * 10
-    _finish(_worker(url, 10, seed=1))
+    _finish(_worker(url, 10, 1, "plain"))
     study = optuna.load_study(study_name="s", storage=url)
     assert [_gen(t) for t in study.trials[20:]] == [2] * 10
     masks = _masks(study)
@@ -431,8 +428,13 @@ def test_three_processes_share_one_journal_storage(tmp_path: Path) -> None:
     study = optuna.load_study(study_name="s", storage=storage)
     assert len(study.trials) == 36
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
-    masks = _masks(study)
-    assert len(masks) - len(set(masks)) <= 3  # At most a few same-instant races.
+    # Re-evaluations repeat a mask on purpose; other repeats are at most a few same-instant races.
+    masks = [
+        m
+        for m, t in zip(_masks(study), study.trials, strict=True)
+        if t.system_attrs[PROPOSAL]["origin"] != "reevaluation"
+    ]
+    assert len(masks) - len(set(masks)) <= 3
     generations = [_gen(t) for t in study.trials]
     assert max(generations) >= 2
     for g in set(generations):
@@ -460,56 +462,16 @@ def test_surrogate_generation_zero_is_a_design_then_screened() -> None:
 def test_surrogate_children_lie_within_search_radius() -> None:
     study = _run(50, n_layers=10, seed=1, search_radius=2)
     by_number = {t.number: t for t in study.trials}
+    origins = [t.system_attrs[PROPOSAL]["origin"] for t in study.trials]
     children = [t for t in study.trials if t.system_attrs[PROPOSAL]["origin"] == "child"]
-    assert len(children) == 40
+    assert len(children) + origins.count("reevaluation") == 40
+    assert len(children) >= 25
     attrs = _study_attrs(study)
     for child in children:
         parent = by_number[child.system_attrs[PROPOSAL]["parent"]]
         assert parent._trial_id in attrs[f"AlphaNASSampler:parent:{_gen(child)}"]
         flipped = sum(a != b for a, b in zip(_mask(child), _mask(parent), strict=True))
         assert 1 <= flipped <= 2
-
-
-def test_running_sums_give_the_batch_ridge_fit() -> None:
-    from alphanas_optuna.sampler import _features, _Moments
-
-    rng = np.random.default_rng(0)
-    masks = rng.integers(1, 2**6, 40)
-    x = _features(masks, 6)
-    y = x @ rng.normal(size=x.shape[1]) + rng.normal(0, 0.1, len(masks))
-    moments = _Moments(x.shape[1])
-    for row, value in zip(x, y, strict=True):
-        moments.add(row, float(value))
-    for sign in (1.0, -1.0):
-        x_mean, coef, cov, y_mean, scale, best = moments.ridge(sign)
-        ys = (sign * y - (sign * y).mean()) / (sign * y).std()
-        xc = x - x.mean(axis=0)
-        gram = xc.T @ xc + np.eye(x.shape[1])
-        expected = np.linalg.solve(gram, xc.T @ ys)
-        np.testing.assert_allclose(coef, expected, rtol=1e-8, atol=1e-10)
-        np.testing.assert_allclose(x_mean, x.mean(axis=0))
-        assert y_mean == pytest.approx((sign * y).mean())
-        assert scale == pytest.approx(y.std())
-        assert best == pytest.approx(ys.max())
-        resid = ys - xc @ expected
-        noise = max(float(resid @ resid) / (len(ys) - 1), 0.05)
-        np.testing.assert_allclose(cov, noise * np.linalg.inv(gram), rtol=1e-6, atol=1e-12)
-
-
-def test_feasibility_model_learns_that_deep_masks_are_pruned() -> None:
-    from alphanas_optuna.sampler import _MaskMoments, _Surrogate
-
-    rng = np.random.default_rng(1)
-    moments = _MaskMoments(8)
-    for m in rng.permutation(np.arange(1, 256))[:80]:
-        depth = bin(int(m)).count("1")
-        moments.add(int(m), None if depth >= 6 else float(depth))
-    model = _Surrogate.fit(moments, 1.0)
-    assert model is not None
-    deep = np.array([0b01111111, 0b11111101, 0b11101111], dtype=np.int64)
-    shallow = np.array([0b00001111, 0b01010101, 0b11100001], dtype=np.int64)
-    assert model.p_feasible(deep).max() < 0.2
-    assert model.p_feasible(shallow).min() > 0.8
 
 
 def test_surrogate_wastes_fewer_trials_on_infeasible_masks_than_plain() -> None:
@@ -534,23 +496,26 @@ def test_surrogate_wastes_fewer_trials_on_infeasible_masks_than_plain() -> None:
 def test_a_mask_claimed_by_another_trial_meanwhile_is_given_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sampler = AlphaNASSampler(seed=0)
+    import alphanas_optuna.sampler.sampler as sampler_module
+    from alphanas_optuna.mask import mask_to_code
+
+    sampler = AlphaNASSampler(seed=0, reevaluation_share=0.0)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     study.optimize(_objective(), n_trials=12)
     claims: list[int] = []
 
-    def claimed_once(study: Any, trial: Any, mask: int, digest: Any) -> bool:
-        claims.append(mask)
+    def claimed_once(trials: Any, own_id: int, code: int, digest: Any, **kwargs: Any) -> bool:
+        claims.append(code)
         return len(claims) == 1  # Another worker took the first choice.
 
-    monkeypatch.setattr(sampler, "_claimed_elsewhere", claimed_once)
-    sampler._last_numbers.clear()  # As if this were a new worker: the claim is checked.
-    trial = study.ask()
+    monkeypatch.setattr(sampler_module, "claimed_elsewhere", claimed_once)
+    # A new worker (another sampler object) on the same study: its claim is checked.
+    worker = AlphaNASSampler(seed=1, reevaluation_share=0.0)
+    other = optuna.load_study(study_name=study.study_name, storage=study._storage, sampler=worker)
+    trial = other.ask()
     mask = suggest_mask(trial, 8)
     assert len(claims) == 2 and claims[0] != claims[1]
-    from alphanas_optuna.sampler import _to_int
-
-    assert _to_int(mask) == claims[1]
+    assert mask_to_code(mask) == claims[1]
     stored = study._storage.get_trial(trial._trial_id).system_attrs[PROPOSAL]["mask"]
     assert stored == format_mask(mask)
 
@@ -558,17 +523,122 @@ def test_a_mask_claimed_by_another_trial_meanwhile_is_given_up(
 def test_a_single_worker_does_not_reread_the_storage_per_ask(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sampler = AlphaNASSampler(seed=0)
-    study = optuna.create_study(direction="maximize", sampler=sampler)
+    import alphanas_optuna.sampler.sampler as sampler_module
+
     calls: list[int] = []
-    original = sampler._claimed_elsewhere
+    original = sampler_module.claimed_elsewhere
 
-    def counting(*args: Any) -> bool:
+    def counting(*args: Any, **kwargs: Any) -> bool:
         calls.append(1)
-        return original(*args)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(sampler, "_claimed_elsewhere", counting)
+    monkeypatch.setattr(sampler_module, "claimed_elsewhere", counting)
+    study = optuna.create_study(direction="maximize", sampler=AlphaNASSampler(seed=0))
     study.optimize(_objective(), n_trials=20)
     assert len(calls) <= 1  # Only the first ask of this object checks its claim.
-    digest = next(iter(sampler._digests.values()))
-    assert digest.scan_from == 19  # Trials finished before the last ask are never rescanned.
+
+
+# --------------------------------------------------------------------------------------------------
+# Noise: re-evaluations and the handshake with the objective
+
+
+def _noisy_objective(sd: float, seed: int = 0) -> Callable[[optuna.Trial], float]:
+    rng = np.random.default_rng(seed)
+
+    def objective(trial: optuna.Trial) -> float:
+        mask = suggest_mask(trial, 10)
+        return float(np.dot(WEIGHTS, mask)) + sd * float(rng.standard_normal())
+
+    return objective
+
+
+def test_reevaluations_repeat_plausible_best_masks_within_their_share() -> None:
+    from alphanas_optuna.sampler import evaluation_index
+
+    seen: dict[str, int] = {}
+    indices: list[tuple[str, int]] = []
+    rng = np.random.default_rng(0)
+
+    def objective(trial: optuna.Trial) -> float:
+        mask = format_mask(suggest_mask(trial, 10))
+        indices.append((mask, evaluation_index(trial)))
+        seen[mask] = seen.get(mask, 0) + 1
+        return float(np.dot(WEIGHTS, [int(c) for c in mask])) + 0.5 * float(rng.standard_normal())
+
+    sampler = AlphaNASSampler(seed=0, reevaluation_share=0.25)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(objective, n_trials=60)
+    origins = [t.system_attrs[PROPOSAL]["origin"] for t in study.trials]
+    n_again = origins.count("reevaluation")
+    assert 3 <= n_again <= 0.25 * 60
+    assert all(
+        _gen(t) >= 1 for t, o in zip(study.trials, origins, strict=True) if o == "reevaluation"
+    )
+    # Each re-evaluation is of a mask evaluated before, and says which repeat it is.
+    counts: dict[str, int] = {}
+    for (mask, index), origin in zip(indices, origins, strict=True):
+        if origin == "reevaluation":
+            assert counts.get(mask, 0) >= 1
+        assert index == counts.get(mask, 0)
+        counts[mask] = counts.get(mask, 0) + 1
+    # Every other proposal is a mask never evaluated before.
+    new = [m for (m, _), o in zip(indices, origins, strict=True) if o != "reevaluation"]
+    assert len(new) == len(set(new))
+
+
+def test_noise_free_evaluations_need_fewer_reevaluations() -> None:
+    """Repeats that agree exactly tell the model there is little noise: once it has seen some,
+    far fewer re-evaluations follow than on a noisy objective."""
+
+    def late_reevaluations(sd: float) -> int:
+        total = 0
+        for seed in range(3):
+            study = optuna.create_study(direction="maximize", sampler=AlphaNASSampler(seed=seed))
+            study.optimize(_noisy_objective(sd, seed), n_trials=80)
+            origins = [t.system_attrs[PROPOSAL]["origin"] for t in study.trials]
+            total += origins[40:].count("reevaluation")
+        return total
+
+    noise_free, noisy = late_reevaluations(0.0), late_reevaluations(0.5)
+    assert 2 * noise_free <= noisy
+
+
+def test_elites_rank_by_estimate_not_by_a_lucky_draw() -> None:
+    """A mask whose one evaluation was a lucky draw is not an elite over masks whose repeated
+    evaluations show them better."""
+    n = 6
+    dist = {
+        f"layer_{i:02d}": optuna.distributions.CategoricalDistribution((0, 1)) for i in range(n)
+    }
+    sampler = AlphaNASSampler(seed=0, population_size=4, n_elites=1)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    rng = np.random.default_rng(3)
+    weights = np.array([0.5, 0.4, 0.3, 0.2, -0.1, 0.05])  # `good` is the optimum
+    masks = [tuple(int(b) for b in rng.integers(0, 2, n)) for _ in range(24)]
+    masks = [m for m in dict.fromkeys(masks) if any(m)]
+    good = (1, 1, 1, 1, 0, 1)
+    lucky = (1, 1, 1, 0, 0, 1)
+    trials = []
+    for m in masks:
+        if m in (good, lucky):
+            continue
+        for _ in range(2):
+            value = float(weights @ m) + 0.1 * float(rng.standard_normal())
+            trials.append((m, value))
+    trials += [(good, float(weights @ good) + d) for d in (-0.03, 0.02, 0.0, -0.03)]
+    trials.append((lucky, float(weights @ lucky) + 0.22))  # truly 1.25, measured 1.47
+    for m, value in trials:
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=value,
+                params={f"layer_{i:02d}": b for i, b in enumerate(m)},
+                distributions=dist,
+                system_attrs={GEN: 0},
+            )
+        )
+    (elite,) = sampler.select_parent(study, 1)
+    assert _mask(elite) == good
+    plain = AlphaNASSampler(seed=0, population_size=4, n_elites=1, surrogate=False)
+    study.sampler = plain
+    (elite_plain,) = plain.select_parent(study, 1)
+    assert _mask(elite_plain) == lucky

@@ -1,0 +1,147 @@
+"""What is known about each evaluated mask: its evaluations, their values and feasibility.
+
+Pure Python and NumPy on mask codes; :mod:`alphanas_optuna.sampler.digest` fills it from a
+study's trials, and both the sampler and :func:`alphanas_optuna.winner` read it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from alphanas_optuna.sampler.model import ValueModel
+
+__all__ = ["Estimates", "Evidence", "MaskRecord", "estimate"]
+
+
+@dataclass
+class MaskRecord:
+    """The evaluations of one mask.
+
+    Attributes:
+        code: The mask's integer code.
+        trials: Trial ids of every evaluation (feasible or not), in the order seen.
+        numbers: Their trial numbers.
+        n_feasible: Evaluations that were feasible (COMPLETE).
+        n_infeasible: Evaluations that were not (PRUNED).
+        count: Evaluations with a value (every feasible one, and infeasible ones that recorded
+            what they measured).
+        mean: Mean of those values ("higher is better" sign).
+        ssd: Their sum of squared deviations from ``mean`` (Welford).
+        extra: The other objectives of the last feasible evaluation (two-objective studies:
+            the parameter count, which does not vary between evaluations).
+        representative: Trial id of the last feasible evaluation (what the elites cache stores).
+    """
+
+    code: int
+    trials: list[int] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)
+    n_feasible: int = 0
+    n_infeasible: int = 0
+    count: int = 0
+    mean: float = 0.0
+    ssd: float = 0.0
+    extra: tuple[float, ...] = ()
+    representative: int | None = None
+
+    @property
+    def n_evaluations(self) -> int:
+        return self.n_feasible + self.n_infeasible
+
+    @property
+    def eligible(self) -> bool:
+        """Whether the mask can be an elite or the answer: feasible at least as often as not."""
+        return self.n_feasible > 0 and self.n_feasible >= self.n_infeasible
+
+
+class Evidence:
+    """Per mask length, every evaluated mask's :class:`MaskRecord`."""
+
+    def __init__(self) -> None:
+        self.by_length: dict[int, dict[int, MaskRecord]] = {}
+
+    def add(
+        self,
+        n: int,
+        code: int,
+        trial_id: int,
+        number: int,
+        *,
+        feasible: bool,
+        value: float | None,
+        extra: tuple[float, ...] = (),
+    ) -> MaskRecord:
+        """Fold one evaluation in. ``value`` is "higher is better"; None or non-finite when the
+        evaluation measured nothing usable."""
+        records = self.by_length.setdefault(n, {})
+        record = records.get(code)
+        if record is None:
+            record = records[code] = MaskRecord(code)
+        record.trials.append(trial_id)
+        record.numbers.append(number)
+        if feasible:
+            record.n_feasible += 1
+            record.representative = trial_id
+            record.extra = extra
+        else:
+            record.n_infeasible += 1
+        if value is not None and math.isfinite(value):
+            record.count += 1
+            delta = value - record.mean
+            record.mean += delta / record.count
+            record.ssd += delta * (value - record.mean)
+        return record
+
+    def records(self, n: int) -> dict[int, MaskRecord]:
+        return self.by_length.get(n, {})
+
+    def valued(self, n: int) -> list[MaskRecord]:
+        """Masks of length ``n`` that were feasible at least once and have a value: the value
+        model's data (a mask never feasible, e.g. one that collapses to the majority class,
+        would only distort the fit among the feasible ones)."""
+        return [r for r in self.records(n).values() if r.n_feasible > 0 and r.count > 0]
+
+    @staticmethod
+    def arrays(records: list[MaskRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(codes, counts, means, ssd) of ``records``."""
+        return (
+            np.array([r.code for r in records], dtype=np.int64),
+            np.array([r.count for r in records], dtype=float),
+            np.array([r.mean for r in records], dtype=float),
+            np.array([r.ssd for r in records], dtype=float),
+        )
+
+
+@dataclass
+class Estimates:
+    """Posterior value of each eligible mask of one length (see
+    :class:`~alphanas_optuna.sampler.model.ValueModel`).
+
+    Attributes:
+        records: The eligible masks (feasible at least as often as not).
+        means: Posterior mean value of each ("higher is better" sign).
+        sds: Its posterior standard deviation (0 without a model).
+        model: The fitted value model, or None (too few masks, or pooling off).
+    """
+
+    records: list[MaskRecord]
+    means: np.ndarray
+    sds: np.ndarray
+    model: ValueModel | None
+
+
+def estimate(evidence: Evidence, n: int, *, pooled: bool = True) -> Estimates:
+    """Estimates for the eligible masks of length ``n``: with ``pooled``, from the value model
+    fitted to every valued mask; else (or while the model has too few masks) each mask's own
+    mean."""
+    records = [r for r in evidence.records(n).values() if r.eligible and r.count > 0]
+    model = None
+    if pooled:
+        model = ValueModel.fit(n, *Evidence.arrays(evidence.valued(n)))
+    codes, counts, means, _ = Evidence.arrays(records)
+    if model is None or not records:
+        return Estimates(records, means, np.zeros(len(records)), model)
+    post_mean, post_sd = model.posterior(codes, counts, means)
+    return Estimates(records, post_mean, post_sd, model)

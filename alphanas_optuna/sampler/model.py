@@ -1,0 +1,256 @@
+"""The sampler's model of evaluated masks: how good each one is, and whether it is feasible.
+
+Everything here is NumPy on integer mask codes (bit ``i`` = layer ``i``; see
+:func:`alphanas_optuna.mask.mask_to_code`), with no Optuna in sight, so it can be tested against
+values computed by hand.
+
+**Value** (:class:`ValueModel`). One brief fine-tune is a noisy measurement: the same mask trained
+with another seed moves by about as much as good masks differ. The value of mask ``m`` is modelled
+as a linear function of its bits and of the products of neighbouring bits, plus a mask-specific
+deviation the linear part cannot explain, and every evaluation adds noise::
+
+    y_mj = x_m . beta + delta_m + eps_mj,   delta_m ~ N(0, tau2),   eps_mj ~ N(0, sigma2)
+
+``beta`` has a ridge prior. ``sigma2`` (noise) comes from the spread of repeated evaluations of the
+same mask, with a weak prior for when there are none yet; ``tau2`` (what the linear part misses)
+is matched to the residuals (method of moments). Given both, the posterior mean of a mask's value
+is the best linear unbiased prediction: its own mean ``ybar_m`` of ``k_m`` evaluations, pulled
+towards the linear prediction by the factor ``1 - rho_m`` with ``rho_m = tau2 / (tau2 + sigma2 /
+k_m)``. A mask measured once on a noisy task therefore borrows strength from similar masks; a
+mask measured many times, or a landscape the linear part does not fit (large ``tau2``), keeps its
+own mean; and noise-free evaluations (``sigma2`` near 0) are taken as they are.
+
+**Feasibility** (:class:`RunningRidge` on :func:`feasibility_features`). A ridge (linear
+probability) model of "this evaluation was feasible" on the bits and a one-hot of the number of
+kept layers, since feasibility follows mostly from depth; refitted from running sums, so its cost
+does not grow with the number of trials.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "FeasibilityModel",
+    "RunningRidge",
+    "ValueModel",
+    "feasibility_features",
+    "noise_variance",
+    "value_features",
+]
+
+# The value model is fitted once this many distinct masks have a value.
+MIN_MASKS = 3
+# Prior of the noise variance, in units of the variance of the masks' means, worth this many
+# degrees of freedom: a guess that a few repeated evaluations overrule.
+NOISE_PRIOR_VARIANCE = 0.25
+NOISE_PRIOR_DOF = 0.5
+# Smallest tau2 (standardised): the linear part is never trusted completely.
+MIN_TAU2 = 0.05
+# Ridge prior precision of the coefficients (standardised values); the intercept is nearly free.
+PRIOR_PRECISION = 1.0
+INTERCEPT_PRECISION = 1e-4
+
+
+def value_features(codes: np.ndarray, n: int) -> np.ndarray:
+    """Rows ``[1, bit_0 .. bit_{n-1}, bit_0 bit_1 .. bit_{n-2} bit_{n-1}]`` of mask codes."""
+    codes = np.asarray(codes, dtype=np.int64)
+    bits = ((codes[:, None] >> np.arange(n)) & 1).astype(float)
+    parts = [np.ones((len(codes), 1)), bits]
+    if n > 1:
+        parts.append(bits[:, :-1] * bits[:, 1:])
+    return np.concatenate(parts, axis=1)
+
+
+def feasibility_features(codes: np.ndarray, n: int) -> np.ndarray:
+    """Rows ``[bits, one-hot of the number of kept layers (0 .. n)]`` of mask codes."""
+    codes = np.asarray(codes, dtype=np.int64)
+    bits = ((codes[:, None] >> np.arange(n)) & 1).astype(float)
+    depth = bits.sum(axis=1).astype(int)
+    onehot = np.zeros((len(codes), n + 1))
+    onehot[np.arange(len(codes)), depth] = 1.0
+    return np.concatenate([bits, onehot], axis=1)
+
+
+def noise_variance(
+    counts: np.ndarray,
+    ssd: np.ndarray,
+    prior_variance: float,
+    prior_dof: float,
+) -> float:
+    """Pooled within-mask variance with a conjugate prior.
+
+    ``(prior_dof * prior_variance + sum(ssd)) / (prior_dof + sum(counts - 1))``, where ``ssd`` is
+    each mask's sum of squared deviations of its evaluations from their mean.
+    """
+    counts = np.asarray(counts, dtype=float)
+    dof = float(np.sum(np.maximum(counts - 1.0, 0.0)))
+    return (prior_dof * prior_variance + float(np.sum(ssd))) / (prior_dof + dof)
+
+
+@dataclass
+class ValueModel:
+    """The fitted value model of masks of ``n`` layers (see the module docstring).
+
+    Values are "higher is better" (the caller flips the sign of a minimised objective) and are
+    handled internally standardised by ``y_mean`` and ``y_scale``.
+
+    Attributes:
+        n: Mask length.
+        beta: Posterior mean of the coefficients (standardised units).
+        cov: Posterior covariance of the coefficients (standardised units).
+        sigma2: Noise variance of one evaluation (standardised units).
+        tau2: Variance of the masks' deviations from the linear part (standardised units).
+        y_mean: Mean of the masks' means (original units).
+        y_scale: Standard deviation of the masks' means (original units; 1 if they are equal).
+    """
+
+    n: int
+    beta: np.ndarray
+    cov: np.ndarray
+    sigma2: float
+    tau2: float
+    y_mean: float
+    y_scale: float
+    _chol: np.ndarray | None = None
+
+    @classmethod
+    def fit(
+        cls,
+        n: int,
+        codes: np.ndarray,
+        counts: np.ndarray,
+        means: np.ndarray,
+        ssd: np.ndarray,
+        *,
+        iterations: int = 4,
+    ) -> ValueModel | None:
+        """Fit to distinct masks ``codes`` with ``counts`` evaluations, mean ``means`` and sum of
+        squared deviations ``ssd`` each; None with fewer than :data:`MIN_MASKS` masks."""
+        codes = np.asarray(codes, dtype=np.int64)
+        if len(codes) < MIN_MASKS:
+            return None
+        counts = np.asarray(counts, dtype=float)
+        means = np.asarray(means, dtype=float)
+        y_mean = float(means.mean())
+        spread = float(means.std())
+        y_scale = spread if spread > 1e-12 else 1.0
+        y = (means - y_mean) / y_scale
+        ssd = np.asarray(ssd, dtype=float) / y_scale**2
+        x = value_features(codes, n)
+        prior = np.full(x.shape[1], PRIOR_PRECISION)
+        prior[0] = INTERCEPT_PRECISION
+        sigma2 = noise_variance(counts, ssd, NOISE_PRIOR_VARIANCE, NOISE_PRIOR_DOF)
+        tau2 = 1.0
+        for _ in range(iterations):
+            beta, cov, dof = _weighted_ridge(x, y, tau2 + sigma2 / counts, prior)
+            tau2 = _tau2(y - x @ beta, counts, sigma2, dof)
+        beta, cov, _ = _weighted_ridge(x, y, tau2 + sigma2 / counts, prior)
+        return cls(n, beta, cov, sigma2, tau2, y_mean, y_scale)
+
+    def posterior(
+        self, codes: np.ndarray, counts: np.ndarray, means: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and standard deviation (original units) of the value of evaluated
+        masks with ``counts`` evaluations and mean ``means`` each."""
+        x = value_features(codes, self.n)
+        pred = x @ self.beta
+        counts = np.asarray(counts, dtype=float)
+        y = (np.asarray(means, dtype=float) - self.y_mean) / self.y_scale
+        rho = self.tau2 / (self.tau2 + self.sigma2 / counts)
+        mean = pred + rho * (y - pred)
+        var = self.tau2 * (1.0 - rho) + (1.0 - rho) ** 2 * np.einsum("ij,jk,ik->i", x, self.cov, x)
+        return mean * self.y_scale + self.y_mean, np.sqrt(np.maximum(var, 0.0)) * self.y_scale
+
+    def predict(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Prior-predictive mean and standard deviation (original units) of the value of masks
+        not evaluated yet."""
+        x = value_features(codes, self.n)
+        var = self.tau2 + np.einsum("ij,jk,ik->i", x, self.cov, x)
+        return x @ self.beta * self.y_scale + self.y_mean, np.sqrt(var) * self.y_scale
+
+    def draw(self, codes: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+        """One posterior draw of the linear part at ``codes`` (original units): the same
+        coefficient draw for every mask, so the draw ranks masks the way the model might."""
+        if self._chol is None:
+            sym = (self.cov + self.cov.T) / 2.0
+            self._chol = np.linalg.cholesky(sym + 1e-12 * np.eye(len(sym)))
+        beta = self.beta + self._chol @ rng.standard_normal(len(self.beta))
+        return value_features(codes, self.n) @ beta * self.y_scale + self.y_mean
+
+
+def _weighted_ridge(
+    x: np.ndarray, y: np.ndarray, variance: np.ndarray, prior: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Posterior mean and covariance of ``beta`` for ``y ~ N(x beta, diag(variance))`` and
+    ``beta ~ N(0, diag(1 / prior))``, and the fit's effective degrees of freedom."""
+    w = 1.0 / variance
+    gram = x.T @ (x * w[:, None])
+    cov = np.linalg.inv(gram + np.diag(prior))
+    beta = cov @ (x.T @ (w * y))
+    dof = float(np.sum(cov * gram))  # trace(cov @ gram): the hat matrix's trace
+    return beta, cov, dof
+
+
+def _tau2(resid: np.ndarray, counts: np.ndarray, sigma2: float, dof: float) -> float:
+    """Method of moments: ``E[sum r^2] ~ (D - dof) * (tau2 + mean(sigma2 / k))``."""
+    room = max(len(resid) - dof, 1.0)
+    tau2 = float(resid @ resid) / room - float(np.mean(sigma2 / counts))
+    return max(tau2, MIN_TAU2)
+
+
+class RunningRidge:
+    """Running sums of a ridge regression's rows: a refit costs ``O(d^3)`` whatever the number
+    of rows. Used for the feasibility model, which is fitted on every evaluation."""
+
+    def __init__(self, d: int) -> None:
+        self.count = 0
+        self.sx = np.zeros(d)
+        self.sxx = np.zeros((d, d))
+        self.sy = 0.0
+        self.sxy = np.zeros(d)
+
+    def add(self, x: np.ndarray, y: float) -> None:
+        self.count += 1
+        self.sx += x
+        self.sxx += np.outer(x, x)
+        self.sy += y
+        self.sxy += x * y
+
+    def fit(self, prior: float = 1.0) -> tuple[np.ndarray, np.ndarray, float]:
+        """Ridge on centred features and centred ``y`` with penalty ``prior``: (feature means,
+        coefficients, y mean); predict ``y_mean + (x - x_mean) @ coef``."""
+        m = self.count
+        x_mean = self.sx / m
+        y_mean = self.sy / m
+        gram = self.sxx - m * np.outer(x_mean, x_mean) + prior * np.eye(len(x_mean))
+        xty = self.sxy - m * x_mean * y_mean
+        return x_mean, np.linalg.solve(gram, xty), y_mean
+
+
+class FeasibilityModel:
+    """P(feasible) of masks of ``n`` layers, from every evaluation seen (see the module
+    docstring); 1 everywhere until some evaluation was infeasible."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.sums = RunningRidge(2 * n + 1)
+        self.n_infeasible = 0
+        self._fit: tuple[int, tuple[np.ndarray, np.ndarray, float]] | None = None
+
+    def add(self, code: int, feasible: bool) -> None:
+        x = feasibility_features(np.array([code]), self.n)[0]
+        self.sums.add(x, 1.0 if feasible else 0.0)
+        self.n_infeasible += not feasible
+
+    def p_feasible(self, codes: np.ndarray) -> np.ndarray:
+        """Clipped to [0.01, 1]."""
+        if self.n_infeasible == 0:
+            return np.ones(len(codes))
+        if self._fit is None or self._fit[0] != self.sums.count:
+            self._fit = (self.sums.count, self.sums.fit())
+        x_mean, coef, y_mean = self._fit[1]
+        p = y_mean + (feasibility_features(codes, self.n) - x_mean) @ coef
+        return np.clip(p, 0.01, 1.0)

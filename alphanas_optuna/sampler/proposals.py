@@ -1,0 +1,207 @@
+"""Pure proposal functions on mask codes: random masks, flips, the nearest free mask, the
+neighbourhood of the elites, the space-filling design and the choice of a mask to re-evaluate.
+
+Every function takes its random numbers from the ``rng`` it is given and returns integer codes
+(bit ``i`` = layer ``i``; see :mod:`alphanas_optuna.mask`). "Taken" masks are those evaluated or
+being evaluated: never proposed while a free one is reachable.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+__all__ = [
+    "choose_reevaluation",
+    "farthest",
+    "flip_pattern",
+    "flip_patterns",
+    "initial_candidates",
+    "keep_probabilities",
+    "nearest_free",
+    "neighbourhood",
+    "popcount",
+    "random_mask",
+]
+
+# Up to this many layers, the nearest free mask is found by enumerating the whole space.
+MAX_ENUMERATE_LAYERS = 20
+MAX_REDRAWS = 64
+# Above this many flip patterns per elite, the neighbourhood is sampled, not enumerated.
+MAX_PATTERNS = 8192
+_PATTERNS: dict[tuple[int, int], np.ndarray] = {}
+
+
+def popcount(values: np.ndarray) -> np.ndarray:
+    """Number of set bits of each (non-negative) integer."""
+    count = np.zeros(np.shape(values), dtype=np.int64)
+    v = np.array(values, dtype=np.int64, copy=True)
+    while np.any(v):
+        count += v & 1
+        v >>= 1
+    return count
+
+
+def keep_probabilities(n: int, keep_prob: float, bottom_bias: float) -> np.ndarray:
+    """Chance that an initial mask keeps layer ``i``: ``keep_prob + bottom_bias * (0.5 - i /
+    (n - 1))``, clipped to [0.02, 0.98]."""
+    if n == 1:
+        return np.array([1.0])
+    tilt = bottom_bias * (0.5 - np.arange(n) / (n - 1))
+    return np.clip(keep_prob + tilt, 0.02, 0.98)
+
+
+def flip_pattern(n: int, rate: float, rng: np.random.RandomState) -> int:
+    """Which bits a child flips: ``1 + Binomial(n - 1, (rate - 1) / (n - 1))`` distinct
+    positions (at least one, ``rate`` on average)."""
+    extra = 0
+    if n > 1 and rate > 1.0:
+        extra = int(rng.binomial(n - 1, min(1.0, (rate - 1.0) / (n - 1))))
+    if extra == 0:
+        return 1 << int(rng.randint(n))
+    pattern = 0
+    for p in rng.choice(n, size=1 + extra, replace=False):
+        pattern |= 1 << int(p)
+    return pattern
+
+
+def random_mask(n: int, probs: np.ndarray, taken: set[int], rng: np.random.RandomState) -> int:
+    """A free non-zero mask drawn bit by bit with ``probs``; the nearest free one if draws keep
+    hitting taken masks."""
+    code = 0
+    for _ in range(MAX_REDRAWS):
+        bits = rng.random_sample(n) < probs
+        code = int(bits.astype(np.int64) @ (1 << np.arange(n, dtype=np.int64)))
+        if code != 0 and code not in taken:
+            return code
+    return nearest_free(code or 1, n, taken, rng)
+
+
+def nearest_free(code: int, n: int, taken: set[int], rng: np.random.RandomState) -> int:
+    """A free non-zero mask nearest (in Hamming distance) to ``code``; random among ties. When
+    every mask is taken, ``code`` itself (or the full mask)."""
+    full = (1 << n) - 1
+    if n <= MAX_ENUMERATE_LAYERS:
+        space = np.arange(1, full + 1, dtype=np.int64)
+        if taken:
+            blocked = np.fromiter((m for m in taken if 0 < m <= full), dtype=np.int64)
+            space = space[~np.isin(space, blocked)]
+        if len(space) == 0:
+            return code if 0 < code <= full else full
+        distance = popcount(space ^ code)
+        best = space[distance == distance.min()]
+        return int(best[rng.randint(len(best))])
+    for _ in range(100 * MAX_REDRAWS):
+        candidate = int.from_bytes(rng.bytes((n + 7) // 8), "little") & full
+        if candidate and candidate not in taken:
+            return candidate
+    return code if 0 < code <= full else full
+
+
+def flip_patterns(n: int, radius: int) -> np.ndarray | None:
+    """Every n-bit pattern with 1..radius bits set (None when there are more than
+    :data:`MAX_PATTERNS`)."""
+    key = (n, radius)
+    if key not in _PATTERNS:
+        if sum(math.comb(n, r) for r in range(1, radius + 1)) > MAX_PATTERNS:
+            return None
+        out = [
+            sum(1 << i for i in combo)
+            for r in range(1, radius + 1)
+            for combo in itertools.combinations(range(n), r)
+        ]
+        _PATTERNS[key] = np.array(out, dtype=np.int64)
+    return _PATTERNS[key]
+
+
+def neighbourhood(
+    elites: list[int],
+    n: int,
+    radius: int,
+    taken: set[int],
+    limit: int,
+    rng: np.random.RandomState,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Free non-zero masks within ``radius`` flips of an elite, and for each the index of the
+    nearest elite (the earlier-listed on ties); at most ``limit``, drawn at random."""
+    elite_codes = np.array(elites, dtype=np.int64)
+    patterns = flip_patterns(n, radius)
+    if patterns is None:
+        k = rng.randint(len(elite_codes), size=limit)
+        flips = rng.randint(1, radius + 1, size=limit)
+        drawn = np.array(
+            [sum(1 << int(i) for i in rng.choice(n, size=f, replace=False)) for f in flips],
+            dtype=np.int64,
+        )
+        candidates = np.unique(elite_codes[k] ^ drawn)
+    else:
+        candidates = np.unique((elite_codes[:, None] ^ patterns[None, :]).ravel())
+    candidates = candidates[candidates != 0]
+    if taken:
+        blocked = np.fromiter(taken, dtype=np.int64, count=len(taken))
+        candidates = candidates[~np.isin(candidates, blocked)]
+    if len(candidates) > limit:
+        candidates = rng.choice(candidates, size=limit, replace=False)
+    distance = popcount(candidates[:, None] ^ elite_codes[None, :])
+    return candidates, np.argmin(distance, axis=1)
+
+
+def initial_candidates(
+    n: int, probs: np.ndarray, count: int, taken: set[int], rng: np.random.RandomState
+) -> np.ndarray:
+    """Up to ``count`` distinct free masks drawn from the initial distribution, shuffled."""
+    draws = rng.random_sample((count, n)) < probs
+    candidates = np.unique(draws.astype(np.int64) @ (1 << np.arange(n, dtype=np.int64)))
+    candidates = candidates[candidates != 0]
+    if taken:
+        blocked = np.fromiter(taken, dtype=np.int64, count=len(taken))
+        candidates = candidates[~np.isin(candidates, blocked)]
+    return rng.permutation(candidates)
+
+
+def farthest(candidates: np.ndarray, others: list[int]) -> int:
+    """Index of the candidate whose nearest mask in ``others`` is farthest (Hamming): the next
+    point of a space-filling design. The first candidate when there are no others."""
+    if not others:
+        return 0
+    others_arr = np.array(others, dtype=np.int64)
+    distance = popcount(candidates[:, None] ^ others_arr[None, :]).min(axis=1)
+    return int(np.argmax(distance))
+
+
+def choose_reevaluation(
+    means: np.ndarray,
+    sds: np.ndarray,
+    available: np.ndarray,
+    rng: np.random.RandomState,
+    *,
+    z: float = 2.0,
+    max_contenders: int = 5,
+) -> int | None:
+    """Which evaluated mask to measure again, or None if the best is already clear.
+
+    The contenders are the masks whose posterior value (``means`` ± ``sds``, higher is better)
+    is within ``z`` standard errors of the difference to the best mean (at most
+    ``max_contenders``, best first). With fewer than two, nothing needs another evaluation.
+    Otherwise one posterior draw per contender picks the one that looks best in this draw
+    (Thompson sampling for the best arm): masks that may well be the best get measured, in
+    proportion to how likely that is. A pick that is not ``available`` (being evaluated
+    elsewhere) gives None.
+    """
+    means = np.asarray(means, dtype=float)
+    sds = np.asarray(sds, dtype=float)
+    if len(means) < 2:
+        return None
+    order = np.argsort(-means, kind="stable")
+    best = order[0]
+    gap = means[best] - means
+    spread = np.sqrt(sds[best] ** 2 + sds**2)
+    plausible = [int(i) for i in order if i == best or gap[i] < z * spread[i]]
+    contenders = plausible[:max_contenders]
+    if len(contenders) < 2:
+        return None
+    draw = means[contenders] + sds[contenders] * rng.standard_normal(len(contenders))
+    pick = contenders[int(np.argmax(draw))]
+    return pick if bool(available[pick]) else None

@@ -1,0 +1,768 @@
+"""AlphaNASSampler: the Optuna-facing class. It reads the storage (:mod:`.digest`), asks the
+model (:mod:`.model`, :mod:`.evidence`) and the proposal functions (:mod:`.proposals`) for a mask,
+and writes its decision back; the elites come from the one rule in :mod:`.elites`."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.samplers import BaseGASampler, BaseSampler, RandomSampler
+from optuna.samplers._lazy_random_state import LazyRandomState
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from alphanas_optuna.mask import (
+    DEFAULT_PREFIX,
+    format_mask,
+    is_integer,
+    mask_from_code,
+    mask_from_params,
+    mask_to_code,
+)
+from alphanas_optuna.sampler import proposals
+from alphanas_optuna.sampler.digest import (
+    EVALUATED,
+    Snapshot,
+    StudyDigest,
+    claimed_elsewhere,
+    generation_of,
+    mask_of,
+    take_snapshot,
+)
+from alphanas_optuna.sampler.elites import select_elites
+from alphanas_optuna.sampler.evidence import Estimates, estimate
+
+if TYPE_CHECKING:
+    from optuna.study import Study
+
+__all__ = ["AlphaNASSampler", "evaluation_index"]
+
+_logger = optuna.logging.get_logger(__name__)
+
+PROPOSAL_KEY = "AlphaNASSampler:proposal"
+# The surrogate handles masks as int64 (longer masks use the plain algorithm).
+_MAX_MODEL_LAYERS = 62
+# Attempts at claiming a mask that no other pending trial holds.
+_MAX_CLAIMS = 4
+# Re-evaluations start with this generation: the first ones explore.
+REEVALUATE_FROM_GENERATION = 1
+# A mask is a contender for the best when its estimate is within this many standard errors.
+CONTENDER_Z = 2.0
+MAX_CONTENDERS = 5
+
+
+class _LazyBits(list):
+    """The bits of a mask whose length is not known yet, given as the objective asks for them:
+    all 1 (the full mask, ``fill=1``) or drawn one at a time keeping layer 0 (``fill=None``)."""
+
+    def __init__(self, fill: int | None) -> None:
+        super().__init__()
+        self.fill = fill
+
+
+class AlphaNASSampler(BaseGASampler):
+    """Elitist evolutionary search over layer masks (AlphaNAS), noise-aware, with all state in
+    the storage.
+
+    **Generation 0** proposes the full mask first (``include_full_mask``), then distinct masks in
+    which every layer is kept with probability ``init_keep_prob`` (optionally tilted towards the
+    bottom layers by ``init_bottom_bias``). The all-zero mask is never proposed. With
+    ``surrogate=False`` these are plain random draws. With the surrogate (single-objective
+    studies), ``n_candidates`` masks are drawn from that distribution per proposal and one is
+    chosen: until three masks are feasible, the one farthest in Hamming distance from every mask
+    evaluated or pending other than the full mask (origin ``"design"``); afterwards the one the
+    model scores best (origin ``"screened"``).
+
+    **Generation g > 0** has as elites the ``n_elites`` best eligible masks evaluated so far (a
+    mask is eligible when it was feasible, COMPLETE, at least as often as not). Each child copies
+    one elite and flips bits. With ``surrogate=True`` (the default) masks are ranked by the
+    value model's posterior estimate from ALL evidence (see below), not by single draws; with
+    ``surrogate=False`` by the mean of their own evaluations (the plain seed algorithm, where a
+    mask is evaluated once). A single-objective study ranks by value; a two-objective one (e.g.
+    maximize accuracy, minimize parameters) by non-dominated rank of (estimated first objective,
+    other objectives), ties broken by crowding distance. An elite survives without being
+    trained again.
+
+    **Noise.** One brief fine-tune is a noisy measurement of a mask. The value model
+    (:class:`~alphanas_optuna.sampler.model.ValueModel`) treats every evaluation as the mask's
+    value plus noise, the value as a linear function of the bits and neighbouring pairs plus a
+    mask-specific deviation, and estimates the noise from repeated evaluations: a mask measured
+    once borrows strength from similar masks, one measured several times keeps its own mean, and
+    noise-free evaluations are taken as they are. :func:`alphanas_optuna.winner` names the
+    study's answer with the same estimates.
+
+    **Re-evaluation** (``surrogate=True``, ``reevaluation_share > 0``). From generation 1 on, when
+    several masks could plausibly be the best (posterior means within two standard errors of the
+    best one's), the sampler may measure one of them again instead of a new mask: the one that
+    looks best in a posterior draw (Thompson sampling for the best arm). A re-evaluation is an
+    ordinary trial of the same mask, counted in the budget; at most ``reevaluation_share`` of the
+    trials are re-evaluations. Its proposal has origin ``"reevaluation"`` and ``"evaluation": k``
+    (the mask's k-th repeat), which :func:`evaluation_index` reads: the objective trains it with
+    another seed and never answers it from a cache of earlier results.
+
+    **Children (``surrogate=False``, and every multi-objective study).** The parent is an elite
+    drawn uniformly at random; the child flips ``1 + Binomial(L - 1, (mutation_rate - 1) / (L -
+    1))`` of its ``L`` bits (at least one, ``mutation_rate`` on average); the first such child not
+    evaluated yet is proposed.
+
+    **Children (``surrogate=True``, single-objective studies).** The candidates are every free
+    mask within ``search_radius`` flips of some elite (at most ``n_candidates``, drawn at random
+    when there are more); the one with the best score is proposed, and its parent is the elite
+    nearest to it. The score is constrained Thompson sampling: one draw of the value model's
+    linear part per proposal, times the probability of feasibility (a linear probability model on
+    the bits and a one-hot of the depth, since pruning follows mostly from depth), counting only
+    the improvement over the best estimate so far (or, when nothing improves in the draw, the
+    feasibility-weighted value).
+
+    **Pruned and failed trials.** A PRUNED trial counts as an evaluation of its mask: it fills
+    its generation and makes the mask infeasible evidence; if it recorded what it measured
+    (user attribute ``quality``, or ``accuracy`` in a two-objective study, as
+    :class:`~alphanas_optuna.AlphaNASObjective` does) that value is evidence too. A FAIL trial
+    counts for nothing: its mask may be proposed again.
+
+    **No duplicates.** A new mask is never one that was evaluated, or that another trial is
+    evaluating (RUNNING) or will evaluate (WAITING with fixed parameters), while a free mask is
+    reachable: the sampler re-draws and, failing that, takes the free mask nearest to an elite.
+    Only when every mask has been evaluated does it repeat one (with a warning, once). When
+    another worker may be deciding at the same time, the sampler re-reads the storage after
+    writing its proposal and, if another trial took the same mask meanwhile, chooses again (up
+    to four tries). A generation may overfill by up to the number of workers, as with NSGA-II.
+
+    **Mask length.** Learnt from finished trials, from the proposals of pending ones, or from
+    ``n_layers``. The first trial of a study is the full mask, whose length does not matter;
+    with ``include_full_mask=False`` and no ``n_layers`` its bits are drawn one at a time,
+    keeping layer 0.
+
+    **Storage keys** (everything another process needs; nothing else is kept on ``self`` but
+    memos rebuildable from them):
+
+    * ``AlphaNASSampler:proposal`` (trial system attribute): ``{"mask": "110111", "origin":
+      "full" | "design" | "screened" | "random" | "child" | "reevaluation", "parent": <trial
+      number or None>, "generation": <g>, "evaluation": <k>}``, written once, when the objective
+      asks for the first mask bit.
+    * ``AlphaNASSampler:generation`` (trial system attribute): the generation of a trial whose
+      mask did not come from the sampler (enqueued or fixed parameters), written when it ends.
+    * ``AlphaNASSampler:parent:<g>`` (study system attribute): the trial ids standing for
+      generation ``g``'s elites (each elite mask's latest feasible trial), written once by the
+      first worker that needs them.
+
+    Args:
+        population_size: Trials per generation (at least 2).
+        n_elites: Elites that parent the next generation; default ``population_size // 2``.
+        mutation_rate: Expected number of flipped bits per child, at least 1.
+        init_keep_prob: Chance that a random initial mask keeps a layer, in (0, 1].
+        init_bottom_bias: Tilt of the initial keep probabilities towards the bottom layers, in
+            [0, 1]: layer ``i`` of ``L`` is kept with probability ``init_keep_prob +
+            init_bottom_bias * (0.5 - i / (L - 1))``, clipped to [0.02, 0.98].
+        include_full_mask: Propose the full mask (all layers kept) first.
+        surrogate: Use the value model: noise-aware estimates, model-chosen masks
+            (single-objective studies) and re-evaluations. ``False`` gives the plain seed
+            algorithm.
+        reevaluation_share: Largest share of trials spent re-evaluating masks, in [0, 1); 0
+            turns re-evaluation off.
+        search_radius: With the surrogate, the candidate children are the masks within this many
+            flips of an elite (at least 1; ``mutation_rate`` applies to the plain algorithm).
+        n_candidates: Most masks the model scores per proposal (at least 1).
+        prefix: Parameter-name prefix of the mask bits (as given to ``suggest_mask``).
+        n_layers: Number of encoder layers, if known; by default learnt from the trials.
+        seed: Seed for the sampler's random numbers (and the default fallback sampler).
+        fallback_sampler: Sampler for every parameter that is not a mask bit; default
+            ``RandomSampler(seed=seed)``.
+
+    Raises:
+        ValueError: An argument is out of range; the message names it.
+    """
+
+    def __init__(
+        self,
+        *,
+        population_size: int = 10,
+        n_elites: int | None = None,
+        mutation_rate: float = 1.0,
+        init_keep_prob: float = 0.5,
+        init_bottom_bias: float = 0.0,
+        include_full_mask: bool = True,
+        surrogate: bool = True,
+        reevaluation_share: float = 0.25,
+        search_radius: int = 3,
+        n_candidates: int = 2048,
+        prefix: str = DEFAULT_PREFIX,
+        n_layers: int | None = None,
+        seed: int | None = None,
+        fallback_sampler: BaseSampler | None = None,
+    ) -> None:
+        if not is_integer(population_size) or population_size < 2:
+            raise ValueError(f"population_size must be an integer >= 2, got {population_size!r}")
+        if n_elites is None:
+            n_elites = max(1, population_size // 2)
+        if not is_integer(n_elites) or not 1 <= n_elites <= population_size:
+            raise ValueError(
+                f"n_elites must be an integer in [1, population_size={population_size}], "
+                f"got {n_elites!r}"
+            )
+        if not _is_real(mutation_rate) or not mutation_rate >= 1.0 or math.isinf(mutation_rate):
+            raise ValueError(
+                "mutation_rate (expected flipped bits per child; every child flips at least one) "
+                f"must be a finite number >= 1, got {mutation_rate!r}"
+            )
+        if not _is_real(init_keep_prob) or not 0.0 < init_keep_prob <= 1.0:
+            raise ValueError(f"init_keep_prob must be in (0, 1], got {init_keep_prob!r}")
+        if not _is_real(init_bottom_bias) or not 0.0 <= init_bottom_bias <= 1.0:
+            raise ValueError(f"init_bottom_bias must be in [0, 1], got {init_bottom_bias!r}")
+        if not isinstance(include_full_mask, bool):
+            raise ValueError(f"include_full_mask must be a bool, got {include_full_mask!r}")
+        if not isinstance(surrogate, bool):
+            raise ValueError(f"surrogate must be a bool, got {surrogate!r}")
+        if not _is_real(reevaluation_share) or not 0.0 <= reevaluation_share < 1.0:
+            raise ValueError(f"reevaluation_share must be in [0, 1), got {reevaluation_share!r}")
+        if not is_integer(search_radius) or search_radius < 1:
+            raise ValueError(f"search_radius must be an integer >= 1, got {search_radius!r}")
+        if not is_integer(n_candidates) or n_candidates < 1:
+            raise ValueError(f"n_candidates must be an integer >= 1, got {n_candidates!r}")
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError(f"prefix must be a non-empty string, got {prefix!r}")
+        if n_layers is not None and (not is_integer(n_layers) or n_layers < 1):
+            raise ValueError(f"n_layers must be a positive integer or None, got {n_layers!r}")
+        if seed is not None and not is_integer(seed):
+            raise ValueError(f"seed must be an integer or None, got {seed!r}")
+        if fallback_sampler is not None and not isinstance(fallback_sampler, BaseSampler):
+            raise ValueError(
+                f"fallback_sampler must be an optuna sampler or None, got {fallback_sampler!r}"
+            )
+
+        super().__init__(population_size=int(population_size))
+        self._n_elites = int(n_elites)
+        self._mutation_rate = float(mutation_rate)
+        self._init_keep_prob = float(init_keep_prob)
+        self._init_bottom_bias = float(init_bottom_bias)
+        self._include_full_mask = include_full_mask
+        self._surrogate = surrogate
+        self._reevaluation_share = float(reevaluation_share)
+        self._n_candidates = int(n_candidates)
+        self._search_radius = int(search_radius)
+        self._prefix = prefix
+        self._n_layers = None if n_layers is None else int(n_layers)
+        self._rng = LazyRandomState(seed)
+        self._fallback = fallback_sampler or RandomSampler(seed=seed)
+        self._lock = threading.RLock()
+        # In-process memos, all rebuildable from the storage.
+        self._digests: dict[tuple[int, int], StudyDigest] = {}
+        # Masks decided for trials this process is running: trial id -> bits (or lazy bits).
+        self._decided: dict[int, list[int]] = {}
+        self._warned_exhausted = False
+        # Number of the last trial this object decided a mask for, per study (a hint only).
+        self._last_numbers: dict[tuple[int, int], int] = {}
+        self._storages: dict[tuple[int, int], Any] = {}
+
+    # ----------------------------------------------------------------------------------------------
+    # Public helpers
+
+    @classmethod
+    def proposal_key(cls) -> str:
+        """The trial system attribute that holds a proposal (see the class docstring)."""
+        return f"{cls.__name__}:proposal"
+
+    @property
+    def n_elites(self) -> int:
+        """Number of elites per generation."""
+        return self._n_elites
+
+    @property
+    def prefix(self) -> str:
+        """Parameter-name prefix of the mask bits."""
+        return self._prefix
+
+    @property
+    def noise_aware(self) -> bool:
+        """Whether masks are ranked by the value model's estimates (``surrogate=True``)."""
+        return self._surrogate
+
+    # ----------------------------------------------------------------------------------------------
+    # BaseSampler interface
+
+    def reseed_rng(self) -> None:
+        self._rng.rng.seed()
+        self._fallback.reseed_rng()
+
+    def infer_relative_search_space(
+        self, study: Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        space = self._fallback.infer_relative_search_space(study, trial)
+        return {k: v for k, v in space.items() if self._layer_index(k, v) is None}
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        return self._fallback.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        index = self._layer_index(param_name, param_distribution)
+        if index is None:
+            return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+        with self._lock:
+            decided = self._decided.get(trial._trial_id)
+            if decided is None:
+                decided = self._stored_proposal(trial)
+            if decided is None:
+                decided = self._decide(study, trial)
+            return self._bit(decided, index)
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self._fallback.before_trial(study, trial)
+
+    def after_trial(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        with self._lock:
+            decided = self._decided.pop(trial._trial_id, None)
+        final = mask_from_params(trial.params, self._prefix)
+        if isinstance(decided, _LazyBits) and final:
+            # The mask's length was unknown when it was decided: record the mask as it came out.
+            proposal = dict(trial.system_attrs.get(self.proposal_key(), {}))
+            proposal["mask"] = format_mask(final)
+            study._storage.set_trial_system_attr(trial._trial_id, self.proposal_key(), proposal)
+        # A trial whose mask did not come from this sampler (enqueued, fixed parameters) still
+        # belongs to a generation, so that it fills it and may become an elite.
+        if (
+            state in EVALUATED
+            and decided is None
+            and self._generation_of(trial) is None
+            and self._mask_of(trial) is not None
+        ):
+            self.get_trial_generation(study, trial)
+        self._fallback.after_trial(study, trial, state, values)
+
+    # ----------------------------------------------------------------------------------------------
+    # BaseGASampler interface
+
+    def get_trial_generation(self, study: Study, trial: FrozenTrial) -> int:
+        """The trial's generation; a new trial joins the newest one until it holds
+        ``population_size`` evaluated trials. Unlike the base class, PRUNED trials count as
+        evaluated (an infeasible mask fills its generation); FAIL trials do not."""
+        generation = self._generation_of(trial)
+        if generation is not None:
+            return generation
+        generation = self._current_generation(self._snapshot(study, trial).digest)
+        study._storage.set_trial_system_attr(
+            trial._trial_id, self._get_generation_key(), generation
+        )
+        return generation
+
+    def get_population(self, study: Study, generation: int) -> list[FrozenTrial]:
+        """The COMPLETE (feasible) trials of ``generation``."""
+        digest = self._snapshot(study, None).digest
+        ids = digest.complete_by_generation.get(generation, [])
+        return [digest.trials_by_id[tid] for tid in ids]
+
+    def get_parent_population(self, study: Study, generation: int) -> list[FrozenTrial]:
+        """The elites of ``generation``, cached in the study's system attributes: the first
+        worker that needs them computes them with :meth:`select_parent` and stores them; every
+        other worker, and every later process, reads the same list."""
+        if generation == 0:
+            return []
+        digest = self._snapshot(study, None).digest
+        ids = digest.parent_ids.get(generation)
+        if ids is None:
+            key = self._get_parent_cache_key_prefix() + str(generation)
+            ids = study._storage.get_study_system_attrs(study._study_id).get(key)
+            if ids is None:
+                ids = [t._trial_id for t in self.select_parent(study, generation)]
+                study._storage.set_study_system_attr(study._study_id, key, ids)
+            digest.parent_ids[generation] = list(ids)
+        return [digest.trials_by_id[tid] for tid in ids if tid in digest.trials_by_id]
+
+    def select_parent(self, study: Study, generation: int) -> list[FrozenTrial]:
+        """The ``n_elites`` best eligible masks evaluated so far (the one elite rule, in
+        :func:`~alphanas_optuna.sampler.elites.select_elites`), each as its latest feasible
+        trial."""
+        snapshot = self._snapshot(study, None)
+        digest = snapshot.digest
+        if snapshot.n_layers is None:
+            return []
+        estimates = self._estimates(digest, snapshot.n_layers, study.directions)
+        if not estimates.records:
+            return []
+        loss = -estimates.means[:, None]
+        if len(study.directions) > 1:
+            signs = np.array(
+                [1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in study.directions[1:]]
+            )
+            extra = np.array([r.extra for r in estimates.records], dtype=float)
+            loss = np.concatenate([loss, extra * signs], axis=1)
+        chosen = select_elites(loss, self._n_elites)
+        return [digest.trials_by_id[estimates.records[i].representative] for i in chosen]
+
+    # ----------------------------------------------------------------------------------------------
+    # Deciding a mask
+
+    def _decide(self, study: Study, trial: FrozenTrial) -> list[int]:
+        snapshot = self._snapshot(study, trial)
+        n = snapshot.n_layers
+        # The generation is stored with the proposal (one storage write per trial, not two).
+        generation = self._generation_of(trial)
+        if generation is None:
+            generation = self._current_generation(snapshot.digest)
+        rng = self._rng.rng
+        taken = snapshot.digest.evaluated | snapshot.pending
+
+        if n is None:
+            # Nothing tells the mask length yet: the full mask works for any length (unless
+            # another pending trial has it); otherwise draw bits as the objective asks for them.
+            full_first = self._include_full_mask and not (
+                snapshot.others_pending and self._full_claimed_elsewhere(study, trial)
+            )
+            decided = _LazyBits(fill=1 if full_first else None)
+            self._decided[trial._trial_id] = decided
+            self._write_proposal(
+                study, trial, None, "full" if full_first else "random", None, generation, 0
+            )
+            return decided
+
+        full = (1 << n) - 1
+        exhausted = len({m for m in taken if 0 < m <= full}) >= full
+        if exhausted and not self._warned_exhausted:
+            self._warned_exhausted = True
+            _logger.warning(
+                f"Every one of the {full} masks of {n} layers has been evaluated or is being "
+                "evaluated; AlphaNASSampler now repeats masks."
+            )
+        if exhausted:
+            taken = set()
+
+        # Another worker (process or thread) may be deciding masks at the same time when other
+        # trials are pending, or when this object's previous trial in the study was not the one
+        # just before. Only then is the claim below checked (it costs a storage read).
+        study_key = self._study_key(study)
+        previous = self._last_numbers.get(study_key)
+        self._last_numbers[study_key] = trial.number
+        shared = snapshot.others_pending or previous is None or trial.number != previous + 1
+        bits: list[int] = []
+        for attempt in range(_MAX_CLAIMS):
+            code, origin, parent = self._choose(study, snapshot, generation, n, taken, rng)
+            if exhausted and origin != "reevaluation":
+                origin += " (repeat)"
+            record = snapshot.digest.evidence.records(n).get(code)
+            evaluation = 0 if record is None else record.n_evaluations
+            bits = list(mask_from_code(code, n))
+            self._decided[trial._trial_id] = bits
+            self._write_proposal(study, trial, bits, origin, parent, generation, evaluation)
+            # Optimistic claim: check that no other trial (another worker's, say) took the same
+            # mask since the snapshot; if one did, give it up and choose again.
+            if exhausted or attempt == _MAX_CLAIMS - 1 or not shared:
+                break
+            fresh = study._storage.get_all_trials(study._study_id, deepcopy=False)
+            if not claimed_elsewhere(
+                fresh,
+                trial._trial_id,
+                code,
+                snapshot.digest,
+                prefix=self._prefix,
+                proposal_key=self.proposal_key(),
+            ):
+                break
+            taken = taken | {code}
+            snapshot.pending.add(code)
+        return bits
+
+    def _write_proposal(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        bits: list[int] | None,
+        origin: str,
+        parent: FrozenTrial | None,
+        generation: int,
+        evaluation: int,
+    ) -> None:
+        study._storage.set_trial_system_attr(
+            trial._trial_id,
+            self.proposal_key(),
+            {
+                "mask": None if bits is None else format_mask(bits),
+                "origin": origin,
+                "parent": None if parent is None else parent.number,
+                "generation": generation,
+                "evaluation": evaluation,
+            },
+        )
+
+    def _choose(
+        self,
+        study: Study,
+        snapshot: Snapshot,
+        generation: int,
+        n: int,
+        taken: set[int],
+        rng: np.random.RandomState,
+    ) -> tuple[int, str, FrozenTrial | None]:
+        full = (1 << n) - 1
+        if generation == 0 and self._include_full_mask and full not in taken:
+            return full, "full", None
+        model_on = self._uses_model(study) and n <= _MAX_MODEL_LAYERS
+        if generation >= REEVALUATE_FROM_GENERATION:
+            again = self._reevaluation(study, snapshot, n, rng)
+            if again is not None:
+                return again
+            elites = [e for e in self.get_parent_population(study, generation)]
+            elite_codes = [self._code_of(e) for e in elites]
+            keep = [i for i, c in enumerate(elite_codes) if c is not None and c >> n == 0]
+            if keep:
+                elites = [elites[i] for i in keep]
+                codes = [int(elite_codes[i]) for i in keep]  # type: ignore[arg-type]
+                code, k = self._child(study, snapshot, codes, n, taken, rng, model_on)
+                return code, "child", elites[k]
+        if model_on:
+            chosen = self._initial(study, snapshot, n, taken, rng)
+            if chosen is not None:
+                return chosen[0], chosen[1], None
+        probs = proposals.keep_probabilities(n, self._init_keep_prob, self._init_bottom_bias)
+        return proposals.random_mask(n, probs, taken, rng), "random", None
+
+    def _reevaluation(
+        self, study: Study, snapshot: Snapshot, n: int, rng: np.random.RandomState
+    ) -> tuple[int, str, FrozenTrial | None] | None:
+        """A mask to measure again (see the class docstring), or None."""
+        if not self._surrogate or self._reevaluation_share <= 0.0:
+            return None
+        digest = snapshot.digest
+        spent = digest.n_reevaluations + snapshot.n_pending_reevaluations
+        total = digest.n_evaluated + snapshot.n_pending + 1
+        if spent + 1 > self._reevaluation_share * total:
+            return None
+        estimates = self._estimates(digest, n, study.directions)
+        if estimates.model is None or len(study.directions) > 1:
+            return None
+        available = np.array([r.code not in snapshot.pending for r in estimates.records])
+        pick = proposals.choose_reevaluation(
+            estimates.means,
+            estimates.sds,
+            available,
+            rng,
+            z=CONTENDER_Z,
+            max_contenders=MAX_CONTENDERS,
+        )
+        if pick is None:
+            return None
+        record = estimates.records[pick]
+        return record.code, "reevaluation", digest.trials_by_id[record.representative]
+
+    def _child(
+        self,
+        study: Study,
+        snapshot: Snapshot,
+        elites: list[int],
+        n: int,
+        taken: set[int],
+        rng: np.random.RandomState,
+        model_on: bool,
+    ) -> tuple[int, int]:
+        """A child of the elites (code, index of its parent)."""
+        if model_on:
+            estimates = self._estimates(snapshot.digest, n, study.directions)
+            if estimates.model is not None:
+                candidates, parents = proposals.neighbourhood(
+                    elites, n, self._search_radius, taken, self._n_candidates, rng
+                )
+                if len(candidates):
+                    score = self._acquisition(snapshot.digest, estimates, candidates, n, rng)
+                    best = int(np.argmax(score))
+                    return int(candidates[best]), int(parents[best])
+        for _ in range(proposals.MAX_REDRAWS):
+            k = int(rng.randint(len(elites)))
+            child = elites[k] ^ proposals.flip_pattern(n, self._mutation_rate, rng)
+            if child != 0 and child not in taken:
+                return child, k
+        k = int(rng.randint(len(elites)))
+        return proposals.nearest_free(elites[k], n, taken, rng), k
+
+    def _initial(
+        self,
+        study: Study,
+        snapshot: Snapshot,
+        n: int,
+        taken: set[int],
+        rng: np.random.RandomState,
+    ) -> tuple[int, str] | None:
+        """A generation-0 mask with the model on: a space-filling design, then screened draws
+        from the initial distribution."""
+        probs = proposals.keep_probabilities(n, self._init_keep_prob, self._init_bottom_bias)
+        candidates = proposals.initial_candidates(n, probs, self._n_candidates, taken, rng)
+        if len(candidates) == 0:
+            return None
+        estimates = self._estimates(snapshot.digest, n, study.directions)
+        if estimates.model is None:
+            full = (1 << n) - 1
+            others = [m for m in taken if 0 < m <= full and m != full]
+            return int(candidates[proposals.farthest(candidates, others)]), "design"
+        score = self._acquisition(snapshot.digest, estimates, candidates, n, rng)
+        return int(candidates[int(np.argmax(score))]), "screened"
+
+    def _acquisition(
+        self,
+        digest: StudyDigest,
+        estimates: Estimates,
+        candidates: np.ndarray,
+        n: int,
+        rng: np.random.RandomState,
+    ) -> np.ndarray:
+        """Constrained Thompson sampling: P(feasible) times the drawn improvement over the best
+        estimate (or, if nothing improves in this draw, times the drawn value)."""
+        assert estimates.model is not None
+        value = estimates.model.draw(candidates, rng)
+        model = digest.feasibility.get(n)
+        p = np.ones(len(candidates)) if model is None else model.p_feasible(candidates)
+        best = float(estimates.means.max()) if len(estimates.means) else -math.inf
+        improvement = p * np.maximum(value - best, 0.0)
+        if improvement.max() > 0:
+            return improvement
+        return p * (value - value.min() + 1e-9)
+
+    def _estimates(
+        self, digest: StudyDigest, n: int, directions: Sequence[StudyDirection]
+    ) -> Estimates:
+        """The eligible masks' estimates, memoised per number of evaluated trials."""
+        key = ("estimates", digest.n_evaluated, n, tuple(directions), self._surrogate)
+        if key not in digest.memo:
+            digest.memo = {
+                key: estimate(digest.evidence, n, pooled=self._surrogate and n <= _MAX_MODEL_LAYERS)
+            }
+        return digest.memo[key]
+
+    def _uses_model(self, study: Study) -> bool:
+        return self._surrogate and len(study.directions) == 1
+
+    def _full_claimed_elsewhere(self, study: Study, trial: FrozenTrial) -> bool:
+        """Whether another pending trial was given the full mask before its length was known."""
+        others = study._storage.get_all_trials(
+            study._study_id, deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)
+        )
+        for t in others:
+            proposal = t.system_attrs.get(self.proposal_key(), None)
+            if t._trial_id != trial._trial_id and isinstance(proposal, dict):
+                if proposal.get("origin") == "full":
+                    return True
+        return False
+
+    # ----------------------------------------------------------------------------------------------
+    # Reading the storage
+
+    def _current_generation(self, digest: StudyDigest) -> int:
+        if not digest.generation_counts:
+            return 0
+        newest = max(digest.generation_counts)
+        assert self._population_size is not None
+        if digest.generation_counts[newest] < self._population_size:
+            return newest
+        return newest + 1
+
+    def _study_key(self, study: Study) -> tuple[int, int]:
+        """Key of a study's caches. The storage is kept alive with the caches, so its ``id`` is
+        never recycled for another storage while they exist."""
+        key = (id(study._storage), study._study_id)
+        self._storages.setdefault(key, study._storage)
+        return key
+
+    def _snapshot(self, study: Study, trial: FrozenTrial | None) -> Snapshot:
+        with self._lock:
+            key = self._study_key(study)
+            digest = self._digests.setdefault(key, StudyDigest())
+            return take_snapshot(
+                digest,
+                study._get_trials(deepcopy=False, use_cache=True),
+                None if trial is None else trial._trial_id,
+                prefix=self._prefix,
+                proposal_key=self.proposal_key(),
+                generation_key=self._get_generation_key(),
+                directions=study.directions,
+                n_layers=self._n_layers,
+            )
+
+    def _generation_of(self, trial: FrozenTrial) -> int | None:
+        return generation_of(trial, self.proposal_key(), self._get_generation_key())
+
+    def _mask_of(self, trial: FrozenTrial) -> tuple[int, ...] | None:
+        return mask_of(trial, self._prefix, self.proposal_key())
+
+    def _code_of(self, trial: FrozenTrial) -> int | None:
+        mask = self._mask_of(trial)
+        return None if mask is None else mask_to_code(mask)
+
+    def _stored_proposal(self, trial: FrozenTrial) -> list[int] | None:
+        """The mask decided for this trial by an earlier sampler object, if any (rare)."""
+        proposal = trial.system_attrs.get(self.proposal_key(), None)
+        if not isinstance(proposal, dict):
+            return None
+        text = proposal.get("mask")
+        if isinstance(text, str) and text:
+            bits = [int(c) for c in text]
+            self._decided[trial._trial_id] = bits
+            return bits
+        return None
+
+    def _bit(self, decided: list[int], index: int) -> int:
+        if isinstance(decided, _LazyBits):
+            # Mask length unknown: give each bit when the objective asks for it.
+            rng = self._rng.rng
+            while len(decided) <= index:
+                i = len(decided)
+                if decided.fill is not None:
+                    decided.append(decided.fill)
+                else:
+                    keep = rng.random_sample() < self._init_keep_prob
+                    decided.append(1 if i == 0 else int(keep))
+        if index < len(decided):
+            return int(decided[index])
+        return 1  # A layer beyond the mask length learnt from earlier trials is kept.
+
+    def _layer_index(self, name: str, distribution: BaseDistribution) -> int | None:
+        if not name.startswith(self._prefix):
+            return None
+        rest = name[len(self._prefix) :]
+        if not rest.isdigit():
+            return None
+        if not isinstance(distribution, CategoricalDistribution):
+            return None
+        if set(distribution.choices) != {0, 1} or len(distribution.choices) != 2:
+            return None
+        return int(rest)
+
+
+def evaluation_index(trial: optuna.trial.BaseTrial) -> int:
+    """Which evaluation of its mask ``trial`` is: 0 for a mask's first, k for its k-th
+    re-evaluation (read from the sampler's proposal; 0 for trials whose mask did not come from
+    :class:`AlphaNASSampler`). Call it after the mask was suggested. An objective trains the
+    k-th evaluation with another seed, and never answers a re-evaluation from earlier results."""
+    storage = getattr(trial, "storage", None)
+    trial_id = getattr(trial, "_trial_id", None)
+    if storage is None or trial_id is None:
+        attrs = getattr(trial, "system_attrs", {})
+    else:
+        attrs = storage.get_trial_system_attrs(trial_id)
+    proposal = attrs.get(PROPOSAL_KEY)
+    if isinstance(proposal, dict) and is_integer(proposal.get("evaluation")):
+        return int(proposal["evaluation"])
+    return 0
+
+
+def _is_real(value: Any) -> bool:
+    return (is_integer(value) or isinstance(value, (float, np.floating))) and not isinstance(
+        value, bool
+    )
