@@ -1,0 +1,349 @@
+"""The sampler's parts on their own: the value and feasibility models against values computed by
+hand, the proposal functions, the elite rule, and the storage digest."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.study import StudyDirection
+from optuna.trial import TrialState, create_trial
+
+from alphanas_optuna.mask import (
+    format_mask,
+    is_integer,
+    mask_from_code,
+    mask_to_code,
+    parse_mask,
+    validate_mask,
+)
+from alphanas_optuna.sampler import PROPOSAL_KEY, proposals
+from alphanas_optuna.sampler.digest import (
+    StudyDigest,
+    claimed_elsewhere,
+    observation,
+    take_snapshot,
+)
+from alphanas_optuna.sampler.elites import crowding_distance, non_domination_rank, select_elites
+from alphanas_optuna.sampler.evidence import Evidence, estimate
+from alphanas_optuna.sampler.model import (
+    FeasibilityModel,
+    RunningRidge,
+    ValueModel,
+    noise_variance,
+    value_features,
+)
+
+MAX = [StudyDirection.MAXIMIZE]
+
+# --------------------------------------------------------------------------------------------------
+# One mask representation
+
+
+def test_mask_codes_round_trip_and_one_integer_check() -> None:
+    assert mask_to_code((1, 1, 0)) == 3
+    assert mask_to_code((0, 0, 1, 1)) == 12
+    assert mask_from_code(12, 4) == (0, 0, 1, 1)
+    for code in range(1, 64):
+        assert mask_to_code(mask_from_code(code, 6)) == code
+        assert parse_mask(format_mask(mask_from_code(code, 6))) == mask_from_code(code, 6)
+    with pytest.raises(ValueError, match="does not fit"):
+        mask_from_code(16, 4)
+    assert is_integer(3) and is_integer(np.int64(3))
+    assert not is_integer(True) and not is_integer(1.0) and not is_integer("1")
+    # The bit check and the sampler's argument checks agree: 1.0 is not a bit.
+    with pytest.raises(ValueError, match="mask bit 0 is 1.0"):
+        validate_mask((1.0, 1))
+    assert validate_mask((np.int64(1), 0)) == (1, 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# The value model
+
+
+def test_value_features_by_hand() -> None:
+    # Mask 0b011 of 3 layers: bits (1, 1, 0), neighbour products (1*1, 1*0).
+    np.testing.assert_array_equal(value_features(np.array([3]), 3), [[1, 1, 1, 0, 1, 0]])
+    np.testing.assert_array_equal(value_features(np.array([5]), 3), [[1, 1, 0, 1, 0, 0]])
+
+
+def test_noise_variance_pools_repeats_with_its_prior() -> None:
+    # (1 * 0.25 + (0 + 0.5 + 0.25)) / (1 + (0 + 2 + 1)) = 1 / 4
+    assert noise_variance(np.array([1, 3, 2]), np.array([0.0, 0.5, 0.25]), 0.25, 1.0) == 0.25
+    # Without repeats the prior is all there is.
+    assert noise_variance(np.array([1, 1]), np.array([0.0, 0.0]), 0.3, 0.5) == pytest.approx(0.3)
+
+
+def test_posterior_shrinks_a_mask_towards_the_linear_part_by_hand() -> None:
+    n = 2
+    beta = np.array([0.0, 1.0, 0.0, 0.0])  # standardised: prediction 1 for a mask keeping layer 0
+    model = ValueModel(
+        n=n, beta=beta, cov=np.zeros((4, 4)), sigma2=1.0, tau2=1.0, y_mean=10.0, y_scale=2.0
+    )
+    # Mask 0b01 measured once at 16 (standardised 3): rho = 1 / (1 + 1/1) = 0.5,
+    # mean = 1 + 0.5 * (3 - 1) = 2 -> 10 + 2 * 2 = 14; var = tau2 (1 - rho) = 0.5 -> sd 2 sqrt(.5).
+    mean, sd = model.posterior(np.array([1]), np.array([1.0]), np.array([16.0]))
+    assert mean[0] == pytest.approx(14.0)
+    assert sd[0] == pytest.approx(2.0 * math.sqrt(0.5))
+    # Measured three times: rho = 1 / (1 + 1/3) = 0.75 -> 1 + 0.75 * 2 = 2.5 -> 15; var 0.25.
+    mean, sd = model.posterior(np.array([1]), np.array([3.0]), np.array([16.0]))
+    assert mean[0] == pytest.approx(15.0)
+    assert sd[0] == pytest.approx(2.0 * 0.5)
+    # Not evaluated: the prediction, with variance tau2 + x' cov x = 1.
+    mean, sd = model.predict(np.array([1, 2]))
+    np.testing.assert_allclose(mean, [12.0, 10.0])
+    np.testing.assert_allclose(sd, [2.0, 2.0])
+
+
+def test_fit_solves_the_weighted_ridge_at_its_variance_components() -> None:
+    rng = np.random.default_rng(0)
+    n = 5
+    codes = rng.permutation(np.arange(1, 2**n))[:20]
+    counts = rng.integers(1, 4, len(codes)).astype(float)
+    truth = value_features(codes, n) @ rng.normal(size=2 * n)
+    means = truth + rng.normal(0, 0.3, len(codes)) / np.sqrt(counts)
+    ssd = 0.09 * (counts - 1)
+    model = ValueModel.fit(n, codes, counts, means, ssd)
+    assert model is not None
+    y = (means - means.mean()) / means.std()
+    x = value_features(codes, n)
+    w = 1.0 / (model.tau2 + model.sigma2 / counts)
+    prior = np.diag([1e-4] + [1.0] * (2 * n - 1))
+    expected = np.linalg.solve(x.T @ (x * w[:, None]) + prior, x.T @ (w * y))
+    np.testing.assert_allclose(model.beta, expected, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(model.cov, np.linalg.inv(x.T @ (x * w[:, None]) + prior))
+    assert model.y_mean == pytest.approx(means.mean())
+    assert model.y_scale == pytest.approx(means.std())
+    # sigma2 is the pooled within-mask variance (standardised) with its prior.
+    expected_sigma2 = noise_variance(counts, ssd / means.std() ** 2, 0.25, 0.5)
+    assert model.sigma2 == pytest.approx(expected_sigma2)
+    assert model.tau2 >= 0.05
+
+
+def test_fit_needs_three_masks_and_repeats_that_agree_mean_little_noise() -> None:
+    assert ValueModel.fit(3, np.array([1, 2]), np.ones(2), np.zeros(2), np.zeros(2)) is None
+    codes = np.arange(1, 16)
+    means = value_features(codes, 4) @ np.linspace(-1, 1, 8)
+    few = ValueModel.fit(4, codes, np.ones(15), means, np.zeros(15))
+    many = ValueModel.fit(4, codes, np.full(15, 5.0), means, np.zeros(15))
+    assert few is not None and many is not None
+    assert many.sigma2 < few.sigma2 / 10  # 60 repeats that agree exactly
+    _, sd_few = few.posterior(codes, np.ones(15), means)
+    _, sd_many = many.posterior(codes, np.full(15, 5.0), means)
+    assert sd_many.max() < sd_few.min()
+
+
+def test_running_ridge_gives_the_batch_ridge_fit() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 5))
+    y = x @ rng.normal(size=5) + rng.normal(0, 0.1, 40)
+    sums = RunningRidge(5)
+    for row, value in zip(x, y, strict=True):
+        sums.add(row, float(value))
+    x_mean, coef, y_mean = sums.fit(prior=2.0)
+    xc = x - x.mean(axis=0)
+    expected = np.linalg.solve(xc.T @ xc + 2.0 * np.eye(5), xc.T @ (y - y.mean()))
+    np.testing.assert_allclose(coef, expected, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(x_mean, x.mean(axis=0))
+    assert y_mean == pytest.approx(y.mean())
+
+
+def test_feasibility_model_learns_that_deep_masks_are_pruned() -> None:
+    rng = np.random.default_rng(1)
+    model = FeasibilityModel(8)
+    assert model.p_feasible(np.array([255])).tolist() == [1.0]  # nothing infeasible seen yet
+    for m in rng.permutation(np.arange(1, 256))[:80]:
+        model.add(int(m), bin(int(m)).count("1") < 6)
+    deep = np.array([0b01111111, 0b11111101, 0b11101111], dtype=np.int64)
+    shallow = np.array([0b00001111, 0b01010101, 0b11100001], dtype=np.int64)
+    assert model.p_feasible(deep).max() < 0.2
+    assert model.p_feasible(shallow).min() > 0.8
+
+
+def test_estimates_pool_a_lucky_single_draw_but_keep_well_measured_means() -> None:
+    rng = np.random.default_rng(2)
+    n = 6
+    weights = rng.normal(size=n)
+    evidence = Evidence()
+    number = 0
+    for code in range(1, 2**n):
+        truth = float(((code >> np.arange(n)) & 1) @ weights)
+        repeats = 4 if code % 3 == 0 else 1
+        for _ in range(repeats):
+            evidence.add(n, code, number, number, feasible=True, value=truth + rng.normal(0, 0.3))
+            number += 1
+    lucky = 0b000001
+    truth_lucky = float(weights[0])
+    evidence.add(n, 0b000001, number, number, feasible=True, value=truth_lucky + 1.5)
+    est = estimate(evidence, n)
+    by_code = {r.code: i for i, r in enumerate(est.records)}
+    record = est.records[by_code[lucky]]
+    assert record.count == 2
+    # Pulled from its own mean (truth + 0.75 + noise) towards the truth.
+    assert abs(est.means[by_code[lucky]] - truth_lucky) < abs(record.mean - truth_lucky)
+    plain = estimate(evidence, n, pooled=False)
+    assert plain.model is None and np.all(plain.sds == 0)
+    np.testing.assert_allclose(plain.means, [r.mean for r in plain.records])
+
+
+def test_evidence_keeps_welford_moments_and_eligibility() -> None:
+    evidence = Evidence()
+    for i, v in enumerate((1.0, 2.0, 4.0)):
+        evidence.add(3, 5, i, i, feasible=True, value=v)
+    evidence.add(3, 5, 3, 3, feasible=False, value=None)
+    (record,) = evidence.records(3).values()
+    assert record.count == 3 and record.mean == pytest.approx(7 / 3)
+    assert record.ssd == pytest.approx(sum((v - 7 / 3) ** 2 for v in (1.0, 2.0, 4.0)))
+    assert record.n_evaluations == 4 and record.eligible
+    evidence.add(3, 6, 4, 4, feasible=True, value=1.0)
+    evidence.add(3, 6, 5, 5, feasible=False, value=0.2)
+    evidence.add(3, 6, 6, 6, feasible=False, value=0.3)
+    assert not evidence.records(3)[6].eligible  # feasible less often than not
+
+
+# --------------------------------------------------------------------------------------------------
+# Proposal functions
+
+
+def test_flip_patterns_and_neighbourhood_by_hand() -> None:
+    assert sorted(proposals.flip_patterns(3, 2).tolist()) == [1, 2, 3, 4, 5, 6]
+    assert proposals.flip_patterns(40, 3) is None  # too many: sampled instead
+    rng = np.random.RandomState(0)
+    # Elites 0b0011 and 0b1100 of 4 layers, radius 1: their 8 one-flip neighbours, less the
+    # taken 0b0111.
+    candidates, parents = proposals.neighbourhood([3, 12], 4, 1, {7}, 100, rng)
+    assert sorted(candidates.tolist()) == sorted({1, 2, 11, 4, 8, 13, 14})
+    for c, p in zip(candidates, parents, strict=True):
+        assert bin(int(c) ^ [3, 12][p]).count("1") == 1
+
+
+def test_nearest_free_random_mask_and_flip_pattern() -> None:
+    rng = np.random.RandomState(1)
+    # 0b111 with every one-flip neighbour taken: the nearest free masks are two flips away.
+    got = proposals.nearest_free(7, 3, {7, 6, 5, 3}, rng)
+    assert got in (1, 2, 4)
+    assert proposals.nearest_free(7, 3, set(range(1, 8)), rng) == 7  # nothing free
+    probs = proposals.keep_probabilities(4, 0.5, 1.0)
+    np.testing.assert_allclose(probs, [0.98, 0.5 + 1 / 6, 0.5 - 1 / 6, 0.02])
+    for _ in range(20):
+        code = proposals.random_mask(4, probs, {1}, rng)
+        assert code not in (0, 1)
+    flips = [bin(proposals.flip_pattern(10, 3.0, rng)).count("1") for _ in range(400)]
+    assert min(flips) >= 1 and 2.7 < np.mean(flips) < 3.3
+
+
+def test_design_takes_the_candidate_farthest_from_the_others() -> None:
+    candidates = np.array([0b0001, 0b0111, 0b1110], dtype=np.int64)
+    # Others {0b0011}: distances 1, 1, 3.
+    assert proposals.farthest(candidates, [0b0011]) == 2
+    assert proposals.farthest(candidates, []) == 0
+
+
+def test_choose_reevaluation_only_among_plausible_best_masks() -> None:
+    rng = np.random.RandomState(0)
+    free = np.array([True, True, True])
+    # A clear best: nothing to re-evaluate.
+    assert (
+        proposals.choose_reevaluation(
+            np.array([1.0, 0.5, 0.4]), np.array([0.01, 0.01, 0.01]), free, rng
+        )
+        is None
+    )
+    # Two within two standard errors, the third far below: only the two are ever picked, the
+    # better more often.
+    means, sds = np.array([1.0, 0.98, 0.5]), np.array([0.02, 0.02, 0.02])
+    picks = [proposals.choose_reevaluation(means, sds, free, rng) for _ in range(300)]
+    assert set(picks) == {0, 1}
+    assert picks.count(0) > picks.count(1)
+    # A pick that is being evaluated elsewhere gives nothing.
+    busy = np.array([False, False, True])
+    assert proposals.choose_reevaluation(means, sds, busy, rng) is None
+
+
+# --------------------------------------------------------------------------------------------------
+# The elite rule
+
+
+def test_elites_single_objective_by_loss_ties_to_the_first() -> None:
+    loss = np.array([[0.3], [0.1], [0.2], [0.1]])
+    assert select_elites(loss, 2) == [1, 3]
+    assert select_elites(loss, 10) == [0, 1, 2, 3]
+
+
+def test_non_domination_rank_and_crowding_by_hand() -> None:
+    loss = np.array([[1.0, 4.0], [2.0, 2.0], [4.0, 1.0], [3.0, 3.0], [5.0, 5.0]])
+    assert non_domination_rank(loss).tolist() == [0, 0, 0, 1, 2]
+    distance = crowding_distance(loss[:3])
+    # Extremes infinite; the middle one: (4 - 1) / 3 + (4 - 1) / 3 = 2.
+    assert math.isinf(distance[0]) and math.isinf(distance[2])
+    assert distance[1] == pytest.approx(2.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# The storage digest
+
+
+DIST = {f"layer_{i:02d}": CategoricalDistribution((0, 1)) for i in range(3)}
+
+
+def _trial(mask: str, state: TrialState, value: float | None = None, **attrs: object) -> object:
+    return create_trial(
+        state=state,
+        value=value,
+        params={f"layer_{i:02d}": int(c) for i, c in enumerate(mask)},
+        distributions=DIST,
+        user_attrs=dict(attrs),
+        system_attrs={PROPOSAL_KEY: {"mask": mask, "origin": "random", "generation": 0}},
+    )
+
+
+def test_observation_reads_what_a_pruned_trial_measured() -> None:
+    done = _trial("110", TrialState.COMPLETE, 0.8)
+    assert observation(done, MAX) == (True, 0.8, ())
+    assert observation(done, [StudyDirection.MINIMIZE]) == (True, -0.8, ())
+    low = _trial("100", TrialState.PRUNED, quality=0.6, accuracy=0.7)
+    assert observation(low, MAX) == (False, 0.6, ())
+    two = [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
+    assert observation(low, two) == (False, 0.7, ())
+    early = _trial("100", TrialState.PRUNED, quality=0.6, pruned_at_step=10)
+    assert observation(early, MAX) == (False, None, ())  # another fidelity
+    assert observation(_trial("100", TrialState.PRUNED), MAX) == (False, None, ())
+
+
+def test_snapshot_folds_finished_trials_once_and_collects_pending_masks() -> None:
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(_trial("110", TrialState.COMPLETE, 0.8))
+    study.add_trial(_trial("110", TrialState.COMPLETE, 0.6))
+    study.add_trial(_trial("011", TrialState.PRUNED, quality=0.1))
+    running = study.ask()
+    study._storage.set_trial_system_attr(
+        running._trial_id, PROPOSAL_KEY, {"mask": "101", "origin": "child", "generation": 0}
+    )
+    digest = StudyDigest()
+    keys = {
+        "prefix": "layer_",
+        "proposal_key": PROPOSAL_KEY,
+        "generation_key": "AlphaNASSampler:generation",
+        "directions": MAX,
+        "n_layers": None,
+    }
+    snap = take_snapshot(digest, study.get_trials(deepcopy=False), None, **keys)
+    assert snap.pending == {mask_to_code((1, 0, 1))}
+    assert snap.n_layers == 3 and snap.others_pending and snap.n_pending == 1
+    assert digest.evaluated == {mask_to_code((1, 1, 0)), mask_to_code((0, 1, 1))}
+    assert digest.scan_from == 3 and digest.n_evaluated == 3
+    record = digest.evidence.records(3)[mask_to_code((1, 1, 0))]
+    assert record.count == 2 and record.mean == pytest.approx(0.7)
+    assert digest.generation_counts == {0: 3}
+    # A second snapshot folds nothing twice.
+    take_snapshot(digest, study.get_trials(deepcopy=False), None, **keys)
+    assert digest.n_evaluated == 3
+    # claimed_elsewhere: the running trial holds 101, nobody holds 111.
+    trials = study.get_trials(deepcopy=False)
+    kw = {"prefix": "layer_", "proposal_key": PROPOSAL_KEY}
+    assert claimed_elsewhere(trials, -1, mask_to_code((1, 0, 1)), digest, **kw)
+    assert not claimed_elsewhere(trials, running._trial_id, mask_to_code((1, 0, 1)), digest, **kw)
+    assert not claimed_elsewhere(trials, -1, mask_to_code((1, 1, 1)), digest, **kw)
