@@ -152,11 +152,6 @@ def test_not_utf8(tmp_path: Path) -> None:
         load_study_config(path)
 
 
-def test_a_directory_is_not_a_study_file(tmp_path: Path) -> None:
-    with pytest.raises(StudyConfigError, match="study file not found"):
-        load_study_config(tmp_path)
-
-
 def test_a_folder_given_as_the_study_file_is_called_a_folder(tmp_path) -> None:
     (tmp_path / "mine.toml").write_text("")
     with pytest.raises(StudyConfigError, match=r"is a folder, not a study file.*mine.toml"):
