@@ -13,6 +13,7 @@ dropping 10M parameters is worth 2 points of validation accuracy (bert-base: one
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import json
@@ -29,6 +30,7 @@ from optuna.trial import TrialState
 from alphanas_optuna.errors import first_line
 from alphanas_optuna.mask import DEFAULT_PREFIX, format_mask, suggest_mask
 from alphanas_optuna.record import OUTCOME_ATTRS, USER_ATTRS, TrialRecord
+from alphanas_optuna.sampler import evaluation_index
 
 if TYPE_CHECKING:
     import torch
@@ -257,7 +259,16 @@ class AlphaNASObjective:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         two_objectives = check_directions(trial.study.directions)
         mask = suggest_mask(trial, self.n_layers, self.prefix)
-        record = TrialRecord(mask=format_mask(mask), n_layers=sum(mask), fidelity=self.fidelity)
+        # A re-evaluation (the sampler's k-th repeat of a mask) is trained with another seed and
+        # never answered from an earlier trial: it exists to measure the mask again. Its fidelity
+        # stays the first evaluation's, so that all evaluations of a mask are pooled.
+        evaluation = evaluation_index(trial)
+        record = TrialRecord(
+            mask=format_mask(mask),
+            n_layers=sum(mask),
+            fidelity=self.fidelity,
+            evaluation=evaluation or None,
+        )
         if not any(mask):
             return self._prune(trial, record, "the mask keeps no layer")
 
@@ -268,7 +279,7 @@ class AlphaNASObjective:
                 trial, record, f"n_params {n_params:,} > max_params {self.fitness.max_params:,.0f}"
             )
 
-        found = self._earlier_result(trial, record) if self.reuse else None
+        found = self._earlier_result(trial, record) if self.reuse and not evaluation else None
         if found is not None:
             record.reused_from, earlier = found
             accuracy = float(earlier.accuracy)
@@ -276,10 +287,15 @@ class AlphaNASObjective:
         else:
             # Which mask this is, stored before training: a trial that fails in any way, or is
             # interrupted, still says what it was.
+            training = self.training
+            if evaluation:
+                seed = (training.seed + evaluation) % 2**32
+                training = dataclasses.replace(training, seed=seed)
+            record.seed = training.seed
             record.write(trial)
             start = time.perf_counter()
             try:
-                result = self._train(trial, mask, two_objectives, record, start)
+                result = self._train(trial, mask, two_objectives, record, start, training)
             except optuna.TrialPruned:
                 raise
             except BaseException as exc:  # a failed trial must not stop the study
@@ -334,10 +350,10 @@ class AlphaNASObjective:
         two_objectives: bool,
         record: TrialRecord,
         start: float,
+        cfg: TrainingConfig,
     ) -> FineTuneResult:
         from alphanas_optuna.training import fine_tune, make_loaders
 
-        cfg = self.training
         sub = self.build(mask)
         train_dl, eval_dl = make_loaders(
             self.train, self.validation, cfg, pad_token_id=self.pad_token_id

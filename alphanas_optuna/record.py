@@ -50,6 +50,9 @@ class TrialRecord:
         reused_from: The trial whose result it reused (same mask and fidelity).
         pruned_at_step: The step at which a pruner stopped it.
         fail_reason: Why its training failed (FAIL trials).
+        evaluation: Which evaluation of its mask this is: 0 (or absent) for the first, k for the
+            k-th re-evaluation the sampler asked for.
+        seed: The training seed it was trained with (``[training] seed + evaluation``).
     """
 
     mask: str = _field(always=True)
@@ -65,6 +68,8 @@ class TrialRecord:
     reused_from: int | None = _field(outcome=True)
     pruned_at_step: int | None = _field(outcome=True)
     fail_reason: str | None = _field(outcome=True)
+    evaluation: int | None = _field()
+    seed: int | None = _field(outcome=True)
 
     def __post_init__(self) -> None:
         if self.n_layers is None and self.mask:

@@ -451,6 +451,43 @@ def test_same_mask_reuses_the_earlier_result_without_training(step_counter) -> N
     assert len(step_counter) == steps_before + 24
 
 
+def test_a_reevaluation_trains_again_with_another_seed(step_counter, monkeypatch) -> None:
+    """The sampler's k-th repeat of a mask (its proposal says ``evaluation: k``) is trained with
+    seed + k, never answered from the earlier result, and keeps the first one's fidelity."""
+    import alphanas_optuna.training as training_module
+    from alphanas_optuna.sampler import PROPOSAL_KEY
+
+    seeds: list[int] = []
+    original = training_module.fine_tune
+
+    def recording(model, train_dl, eval_dl, config, *args, **kwargs):
+        seeds.append(config.seed)
+        return original(model, train_dl, eval_dl, config, *args, **kwargs)
+
+    monkeypatch.setattr(training_module, "fine_tune", recording)
+
+    objective = _objective(fitness=FitnessConfig(lambda_per_million=0.1, min_accuracy=0.0))
+    study = _study()
+    study.enqueue_trial(_mask_params("110"))
+    study.optimize(objective, n_trials=1)
+    steps_first = len(step_counter)
+    study.enqueue_trial(_mask_params("110"))
+    trial = study.ask()
+    proposal = {"mask": "110", "origin": "reevaluation", "parent": 0, "generation": 1}
+    study._storage.set_trial_system_attr(
+        trial._trial_id, PROPOSAL_KEY, {**proposal, "evaluation": 2}
+    )
+    study.tell(trial, objective(trial))
+    first, again = study.trials
+    assert len(step_counter) == 2 * steps_first  # trained again, not reused
+    assert "reused_from" not in again.user_attrs
+    assert first.user_attrs["seed"] == objective.training.seed
+    assert again.user_attrs["seed"] == objective.training.seed + 2
+    assert again.user_attrs["evaluation"] == 2 and "evaluation" not in first.user_attrs
+    assert again.user_attrs["fidelity"] == first.user_attrs["fidelity"]
+    assert seeds == [objective.training.seed, objective.training.seed + 2]  # what trained
+
+
 def test_two_objective_study_returns_accuracy_and_params() -> None:
     objective = _objective(fitness=FitnessConfig(min_accuracy=0.5))
     study = _study(["maximize", "minimize"])
