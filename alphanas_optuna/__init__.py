@@ -16,6 +16,7 @@ from alphanas_optuna.sampler import AlphaNASSampler
 
 if TYPE_CHECKING:
     from alphanas_optuna.objective import AlphaNASObjective, FitnessConfig
+    from alphanas_optuna.search import load_objective, load_study
     from alphanas_optuna.synthesis import count_parameters, drop_layers
 
 __version__ = "0.1.0"
@@ -25,6 +26,8 @@ _LAZY = {
     "FitnessConfig": "alphanas_optuna.objective",
     "count_parameters": "alphanas_optuna.synthesis",
     "drop_layers": "alphanas_optuna.synthesis",
+    "load_objective": "alphanas_optuna.search",
+    "load_study": "alphanas_optuna.search",
 }
 
 __all__ = [
@@ -35,6 +38,8 @@ __all__ = [
     "count_parameters",
     "drop_layers",
     "format_mask",
+    "load_objective",
+    "load_study",
     "parse_mask",
     "suggest_mask",
     "winner",

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import optuna
 
     from alphanas_optuna.config import StudyConfig
+    from alphanas_optuna.objective import AlphaNASObjective
     from alphanas_optuna.results import EvaluatedTrial
 
 __all__ = [
@@ -41,8 +42,11 @@ __all__ = [
     "METRIC_NAMES",
     "WORKER_KEY",
     "SearchResult",
+    "load_objective",
+    "load_study",
     "recover_dead_trials",
     "search",
+    "stored_config",
     "summarize",
 ]
 
@@ -189,6 +193,80 @@ def _work_left(study: optuna.Study, total: int | None, config: StudyConfig) -> b
     are still missing; if not, say so."""
     _report_recovered(recover_dead_trials(study, config.search.grace_period), sys.stderr)
     return not _nothing_left(study, total, sys.stderr)
+
+
+def stored_config(study: optuna.Study) -> StudyConfig:
+    """The study file that ``alphanas search`` stored in the study (``alphanas_config``).
+
+    Raises:
+        ValueError: The study holds no (valid) ``alphanas_config``: ``alphanas search`` did not
+            make it.
+    """
+    from alphanas_optuna.config import StudyConfig, StudyConfigError
+
+    raw = study.user_attrs.get(CONFIG_ATTR)
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f"study {study.study_name!r} holds no {CONFIG_ATTR!r} user attribute, so it was not "
+            "made by `alphanas search`; build its sampler and objective yourself "
+            "(AlphaNASSampler(...), AlphaNASObjective.from_pretrained(...))"
+        )
+    try:
+        return StudyConfig.from_dict(raw)
+    except StudyConfigError as exc:
+        raise ValueError(
+            f"study {study.study_name!r}: its {CONFIG_ATTR} is not valid: {exc}"
+        ) from exc
+
+
+def load_study(*, storage: str, study_name: str) -> optuna.Study:
+    """Load a study made by ``alphanas search``, with the :class:`~alphanas_optuna.AlphaNASSampler`
+    its stored settings describe (Optuna does not store samplers: ``optuna.load_study`` would give
+    it TPE).
+
+    Continue it from Python with :func:`load_objective`::
+
+        import alphanas_optuna
+
+        study = alphanas_optuna.load_study(storage="sqlite:///quickstart.db", study_name="quickstart")
+        study.optimize(alphanas_optuna.load_objective(study), n_trials=2)
+
+    Raises:
+        UsageError: The storage cannot be opened.
+        ValueError: No such study there, or ``alphanas search`` did not make it.
+    """
+    import optuna
+
+    from alphanas_optuna.results import load_existing_study
+
+    study = load_existing_study(storage, study_name)
+    config = stored_config(study)
+    n_layers = study.user_attrs.get("alphanas_n_layers")
+    sampler = config.make_sampler(n_layers=int(n_layers) if n_layers else None)
+    return optuna.load_study(
+        study_name=study_name,
+        storage=study._storage,
+        sampler=sampler,
+        pruner=optuna.pruners.NopPruner(),
+    )
+
+
+def load_objective(study: optuna.Study, *, data: str | None = None) -> AlphaNASObjective:
+    """The :class:`~alphanas_optuna.AlphaNASObjective` of a study made by ``alphanas search``,
+    built from its stored settings (this loads the model and the data).
+
+    Args:
+        study: The study (e.g. from :func:`load_study`).
+        data: Where the data is on this machine, as ``--data`` (default: the stored source).
+
+    Raises:
+        ValueError: ``alphanas search`` did not make the study; or a bad model or data source.
+    """
+    config = stored_config(study)
+    if data is not None:
+        source = str(Path(os.path.expanduser(data)).resolve())
+        config = config.replace(data=dataclasses.replace(config.data, source=source))
+    return _load_objective(config)
 
 
 class _NoInterruptTraceback(logging.Filter):

@@ -431,3 +431,31 @@ def test_printed_storage_urls_hide_the_password() -> None:
         without_password(url) == "postgresql+psycopg2://alphanas:***@db.example.org:5432/alphanas"
     )
     assert without_password("sqlite:///quickstart.db") == "sqlite:///quickstart.db"
+
+
+def test_a_searched_study_continues_from_python_with_its_sampler_and_objective(
+    study_dir: Path, tiny_study: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import alphanas_optuna
+    from alphanas_optuna import AlphaNASObjective, AlphaNASSampler
+
+    assert cli.main(["search", str(tiny_study), "--n-trials", "2"]) == 0
+    # optuna.load_study gives TPE: samplers are not stored.
+    assert not isinstance(load().sampler, AlphaNASSampler)
+    study = alphanas_optuna.load_study(storage="sqlite:///tiny.db", study_name="tiny")
+    assert isinstance(study.sampler, AlphaNASSampler)
+    objective = alphanas_optuna.load_objective(study, data=str(study_dir / "data"))
+    assert isinstance(objective, AlphaNASObjective)
+    config = load_study_config(tiny_study)
+    assert objective.n_layers == 4 and objective.fitness == config.fitness
+    assert objective.training == config.training
+    study.optimize(objective, n_trials=1)
+    assert len(evaluated(load())) == 3
+    assert load().trials[2].user_attrs["mask"] != "?"
+
+    plain = optuna.create_study(study_name="plain", storage="sqlite:///tiny.db")
+    with pytest.raises(ValueError, match="not made by `alphanas search`"):
+        alphanas_optuna.load_study(storage="sqlite:///tiny.db", study_name="plain")
+    with pytest.raises(ValueError, match="no study named 'nope'"):
+        alphanas_optuna.load_study(storage="sqlite:///tiny.db", study_name="nope")
+    del plain
