@@ -1,4 +1,4 @@
-"""The ``alphanas`` command: search, pareto, report, export.
+"""The ``alphanas`` command: search, pareto, report, export, prepare-data.
 
 ``alphanas search STUDY.toml`` runs (or resumes) an AlphaNAS study on an Optuna storage; the same
 command in several processes (or machines, with PostgreSQL) shares the work. ``pareto``, ``report``
@@ -121,6 +121,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, metavar="DIR", required=True, help="output folder")
     study_args(p)
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "prepare-data",
+        help="write train.parquet and test.parquet (the folder --data reads) from the Hub or "
+        "the aclImdb tarball, once",
+        description="Write OUT_DIR/train.parquet and OUT_DIR/test.parquet (columns text, label) "
+        "from a Hub dataset (needs the Hub, once), the aclImdb_v1.tar.gz tarball or an aclImdb "
+        "folder, or any file or folder that --data reads. Searches then read OUT_DIR with --data "
+        "and need no network.",
+    )
+    p.add_argument("out_dir", metavar="OUT_DIR", type=Path)
+    p.add_argument(
+        "--source",
+        default="stanfordnlp/imdb",
+        metavar="SOURCE",
+        help="Hub dataset id (default: stanfordnlp/imdb), aclImdb_v1.tar.gz, an aclImdb folder, "
+        "or a file/folder of parquet, CSV or JSON lines",
+    )
+    p.add_argument("--text-column", default="text", help="text column of SOURCE (default: text)")
+    p.add_argument("--label-column", default="label", help="label column (default: label)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.set_defaults(func=_cmd_prepare_data)
     return parser
 
 
@@ -203,6 +225,24 @@ def _final_model_command(args: argparse.Namespace, function: str) -> int:
     _check_study_exists(storage, study_name)
     func = getattr(_report_module(), function)
     print(call_checked(func, config, storage, study_name, args.out))
+    return 0
+
+
+def _cmd_prepare_data(args: argparse.Namespace) -> int:
+    from alphanas_optuna.data import prepare_data
+
+    written = call_checked(
+        prepare_data,
+        args.source,
+        args.out_dir,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        overwrite=args.overwrite,
+    )
+    shown = ", ".join(
+        f"{args.out_dir / (name + '.parquet')} ({n:,} rows)" for name, n in written.items()
+    )
+    print(f"Wrote {shown}. Search with: alphanas search STUDY.toml --data {args.out_dir}")
     return 0
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "TokenizedSplit",
     "load_splits",
     "make_dataloader",
+    "prepare_data",
     "split_by_length",
     "tokenize_split",
 ]
@@ -359,6 +360,95 @@ def _load_hub(
 
     test = split("test") if "test" in ds else ([], np.zeros(0, dtype=np.int64))
     return split("train"), test
+
+
+# ---------------------------------------------------------------------------- preparing a folder
+
+
+def prepare_data(
+    source: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    overwrite: bool = False,
+) -> dict[str, int]:
+    """Write ``train.parquet`` and ``test.parquet`` (columns ``text``, ``label``) to ``out_dir``,
+    the folder that ``--data`` reads, from any source :func:`load_splits` takes (a Hub dataset id
+    such as ``stanfordnlp/imdb``, an ``aclImdb`` folder, files) or from the ``aclImdb_v1.tar.gz``
+    tarball itself (read without unpacking it; its unlabelled reviews are skipped).
+
+    Do it once on a machine with the Hub (or with the tarball); searches then need no network.
+
+    Returns:
+        Rows written per split (``test`` is left out when the source has none).
+
+    Raises:
+        DataError: A bad source, or ``out_dir`` already holds the files (without ``overwrite``).
+        HubUnreachableError: ``source`` is a Hub id and the Hub cannot be reached.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(os.path.expanduser(os.fspath(out_dir)))
+    targets = {name: out / f"{name}.parquet" for name in ("train", "test")}
+    existing = [str(t) for t in targets.values() if t.exists()]
+    if existing and not overwrite:
+        raise DataError(f"{', '.join(existing)} already exists; remove it or pass --overwrite")
+    path = Path(os.path.expanduser(source))
+    if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        train, test = _read_acl_tarball(path)
+    else:
+        train, test = _load_raw(source, text_column, label_column)
+    if not len(train[1]):
+        raise DataError(f"{source}: no training examples found")
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, (texts, labels) in (("train", train), ("test", test)):
+        if name == "test" and not len(labels):
+            continue
+        table = pa.table(
+            {"text": pa.array(texts, pa.string()), "label": pa.array(labels, pa.int64())}
+        )
+        tmp = targets[name].with_suffix(f".{os.getpid()}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, targets[name])
+        written[name] = len(labels)
+    return written
+
+
+def _read_acl_tarball(
+    path: Path,
+) -> tuple[tuple[list[str], np.ndarray], tuple[list[str], np.ndarray]]:
+    """The labelled reviews of an ``aclImdb`` tarball, in the order :func:`_read_acl` reads the
+    unpacked folder (negatives then positives, by file name)."""
+    import tarfile
+
+    found: dict[str, list[tuple[str, int, str, str]]] = {"train": [], "test": []}
+    try:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                parts = member.name.split("/")
+                if not member.isfile() or len(parts) < 4 or not parts[-1].endswith(".txt"):
+                    continue
+                split, polarity = parts[-3], parts[-2]
+                if split not in found or polarity not in ("neg", "pos"):
+                    continue
+                handle = tar.extractfile(member)
+                if handle is None:
+                    continue
+                text = handle.read().decode("utf-8")
+                found[split].append((polarity, 1 if polarity == "pos" else 0, parts[-1], text))
+    except (tarfile.TarError, OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot be read as an aclImdb tarball: {first_line(exc)}") from exc
+    if not found["train"]:
+        raise DataError(f"{path}: no aclImdb/train/pos or aclImdb/train/neg reviews in the tarball")
+
+    def split(rows: list) -> tuple[list[str], np.ndarray]:
+        rows.sort(key=lambda r: (r[1], r[2]))
+        return [r[3] for r in rows], np.asarray([r[1] for r in rows], dtype=np.int64)
+
+    return split(found["train"]), split(found["test"])
 
 
 def _stratified_permutation(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
