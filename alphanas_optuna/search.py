@@ -130,8 +130,8 @@ def search(
     if existing is not None:
         directions = _fitting_directions(existing, wanted, name, url, config)
         study = optuna.load_study(study_name=name, storage=rdb)
-        _name_metrics(study)
         if not _work_left(study, total, config):
+            _name_metrics(study)
             return _finish(study, url, total)
 
     # Phase 2, with the model loaded: create or join the study, check again, run what is missing.
