@@ -262,7 +262,10 @@ def _load_config(path: Path, data: str | None) -> StudyConfig:
     if data is not None:
         source = str(Path(os.path.expanduser(data)).resolve())
         if not Path(source).exists():
-            raise UsageError(f"--data {data}: no such file or folder")
+            raise UsageError(
+                f"--data {data}: no such file or folder (write the IMDB folder once with "
+                f"`alphanas prepare-data {data}`, from the Hub or the aclImdb tarball)"
+            )
         config = config.replace(data=dataclasses.replace(config.data, source=source))
     return config
 
