@@ -101,15 +101,14 @@ def winner(study: optuna.Study, *, prefix: str = DEFAULT_PREFIX, pooled: bool = 
 def winners(
     study: optuna.Study, *, prefix: str = DEFAULT_PREFIX, pooled: bool = True
 ) -> list[Winner]:
-    """For a two-objective study (accuracy up, parameters down): per depth, the eligible mask
-    with the best estimated accuracy, keeping the depths that no smaller-or-equal model with a
-    better estimate dominates. Sorted by parameters. For a single-objective study, ``[winner]``.
+    """The study's front over (accuracy up, parameters down): per depth, the eligible mask with
+    the best estimate, keeping the depths that no smaller-or-equal model with a better estimated
+    accuracy beats. Sorted by parameters. Works for two-objective studies (accuracy, parameters)
+    and single-objective ones (where, at one depth, the best Q is the best accuracy).
 
     Raises:
         NoWinnerError: No mask is eligible.
     """
-    if len(study.directions) == 1:
-        return [winner(study, prefix=prefix, pooled=pooled)]
     digest, n = _read(study, prefix)
     estimates = estimate(digest.evidence, n, pooled=pooled)
     if not estimates.records:
@@ -120,10 +119,14 @@ def winners(
         if depth not in by_depth or estimates.means[i] > estimates.means[by_depth[depth]]:
             by_depth[depth] = i
     chosen = [_winner(study, digest, n, estimates, i) for i in by_depth.values()]
-    chosen.sort(key=lambda w: (math.inf if w.n_params is None else w.n_params, -w.quality))
+
+    def accuracy(w: Winner) -> float:
+        return w.accuracy if w.accuracy is not None else w.quality
+
+    chosen.sort(key=lambda w: (math.inf if w.n_params is None else w.n_params, -accuracy(w)))
     front: list[Winner] = []
     for w in chosen:
-        if not front or w.quality > front[-1].quality:
+        if not front or accuracy(w) > accuracy(front[-1]):
             front.append(w)
     return front
 

@@ -22,11 +22,12 @@ from alphanas_optuna.results import (
     best_feasible_trial,
     compare_to_full,
     evaluated_trials,
-    front,
     full_model_trial,
     load_existing_study,
+    on_front,
     pareto_front,
     stored_fitness,
+    study_answer,
 )
 
 if TYPE_CHECKING:
@@ -156,10 +157,12 @@ def pareto(storage: str, study_name: str, out: Path | None = None, png: bool = F
             f"study {study_name!r} has no evaluated trial yet (none has an accuracy and a "
             "parameter count); run `alphanas search` first"
         )
-    on_front = {t.number for t in front(study)}
-    table = pareto_table(trials, on_front)
+    front_numbers = on_front(study)
+    table = pareto_table(trials, front_numbers)
     fig = pareto_figure(
-        trials, on_front, title=f"AlphaNAS Pareto front of {study_name!r}: accuracy vs parameters"
+        trials,
+        front_numbers,
+        title=f"AlphaNAS Pareto front of {study_name!r}: accuracy vs parameters",
     )
 
     out = Path(out) if out is not None else Path(f"{study_name}-pareto.html")
@@ -177,7 +180,7 @@ def pareto(storage: str, study_name: str, out: Path | None = None, png: bool = F
                 f"at {out}"
             )
 
-    summary = _pareto_note(study, trials, on_front)
+    summary = _pareto_note(study, trials, front_numbers)
     optuna_dashboard.save_plotly_graph_object(study, fig, graph_object_id=FIGURE_ID)
     optuna_dashboard.save_note(study, summary)
     messages.append(
@@ -187,7 +190,7 @@ def pareto(storage: str, study_name: str, out: Path | None = None, png: bool = F
     n_feasible = sum(t.feasible for t in trials)
     header = (
         f"Pareto front of study {study_name!r}: {len(trials)} evaluated trials "
-        f"({n_feasible} feasible), {len(on_front)} on the front of the feasible ones (accuracy "
+        f"({n_feasible} feasible), {len(front_numbers)} on the front of the feasible ones (accuracy "
         "up, parameters down)."
     )
     return "\n\n".join([header, table, "\n".join(messages)])
@@ -206,14 +209,20 @@ def _pareto_note(study: optuna.Study, trials: Sequence[EvaluatedTrial], on_front
     ]
     try:
         best = best_feasible_trial(study, stored_fitness(study))
+        estimate = study_answer(study, stored_fitness(study))
     except NoFeasibleTrialError:
-        best = None
+        best = estimate = None
     answer = next((t for t in feasible if best is not None and t.number == best.number), None)
-    if answer is not None:
+    if answer is not None and estimate is not None:
         q = "" if answer.quality is None else f", Q {answer.quality:.4f}"
+        objective = "Q" if len(study.directions) == 1 else "accuracy"
         lines += [
-            f"**Best feasible by Q**: trial {answer.number}, mask `{answer.mask}` "
-            f"({answer.n_layers} layers), accuracy {answer.accuracy:.4f}, "
+            f"**Answer** (`alphanas_optuna.winner`: the best estimate from all evaluations, not "
+            f"the luckiest one): mask `{answer.mask}` ({answer.n_layers} layers), estimated "
+            f"{objective} {estimate.quality:.4f} ± {estimate.stderr:.4f} from "
+            f"{estimate.n_evaluations} evaluation(s) (trials "
+            f"{', '.join(map(str, estimate.trials))}); first feasible one: trial "
+            f"{answer.number}, accuracy {answer.accuracy:.4f}, "
             f"{_millions(answer.n_params)} M parameters{q}.",
             "",
         ]

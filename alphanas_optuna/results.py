@@ -5,9 +5,14 @@ Every command that reads a study's results (the summary of ``alphanas search``, 
 ``report``, ``export`` and the dashboard note) takes its definitions from here:
 
 - :func:`evaluated_trials`: every trial with an accuracy and a parameter count;
-- :func:`best_feasible_trial`: the study's answer (the feasible trial of best Q);
-- :func:`front`: *the* Pareto front of the study, over the feasible trials (accuracy up,
-  parameters down); infeasible trials are shown next to it, never on it;
+- :func:`study_answer`: the study's answer, :func:`alphanas_optuna.winner` (noise-aware: the
+  mask with the best estimate from all its evaluations, not the luckiest single trial); in a
+  two-objective study the member of :func:`alphanas_optuna.winners` with the best Q;
+- :func:`best_feasible_trial`: the trial that stands for the answer (its mask's latest feasible
+  evaluation), for what needs one trial;
+- :func:`front`: *the* Pareto front of the study: per depth, the mask with the best estimated
+  accuracy (:func:`alphanas_optuna.winners`), shown at its estimate; infeasible trials are shown
+  next to it, never on it;
 - :func:`compare_to_full`: what a chosen mask gains and loses against the full model, from the
   two measurements (whatever chose the mask).
 
@@ -28,6 +33,7 @@ from alphanas_optuna.record import TrialRecord
 if TYPE_CHECKING:
     import optuna
 
+    from alphanas_optuna.answer import Winner
     from alphanas_optuna.objective import FitnessConfig
 
 __all__ = [
@@ -38,9 +44,11 @@ __all__ = [
     "ReportError",
     "best_feasible_trial",
     "compare_to_full",
+    "study_answer",
     "evaluated_trials",
     "front",
     "full_model_trial",
+    "on_front",
     "load_existing_study",
     "pareto_front",
     "stored_fitness",
@@ -113,43 +121,63 @@ def evaluated_trials(study: optuna.Study) -> list[EvaluatedTrial]:
     return sorted(result, key=lambda e: e.number)
 
 
-def best_feasible_trial(study: optuna.Study, fitness: FitnessConfig | None = None) -> FrozenTrial:
-    """The feasible trial of best Q; ties go to the earliest trial.
+def study_answer(study: optuna.Study, fitness: FitnessConfig | None = None) -> Winner:
+    """The study's answer (see the module docstring).
 
-    In a single-objective study Q is the trial's value (what the search maximised). In a
-    two-objective study (accuracy, parameters) Q is computed from the user attributes with
-    ``fitness`` (default :class:`~alphanas_optuna.FitnessConfig`).
+    In a two-objective study (accuracy, parameters) the front's members are scored with
+    ``Q = A - lambda * N`` of ``fitness`` (default: the study's stored ``[fitness]``, else
+    :class:`~alphanas_optuna.FitnessConfig`), A being each one's estimated accuracy.
 
     Raises:
-        NoFeasibleTrialError: No trial is COMPLETE and feasible; the message names the study.
+        NoFeasibleTrialError: No mask was feasible at least as often as not; the message names
+            the study.
     """
+    from alphanas_optuna.answer import NoWinnerError, winner, winners
     from alphanas_optuna.objective import FitnessConfig
 
-    fitness = fitness if fitness is not None else FitnessConfig()
-    single = len(study.directions) == 1
-    best: tuple[float, int] | None = None
-    best_trial: FrozenTrial | None = None
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        record = TrialRecord.read(t)
-        if record is None or not record.feasible or not record.measured:
-            continue
-        q = float(t.value) if single else fitness.quality(record.accuracy, record.n_params)
-        if not math.isfinite(q):
-            continue
-        key = (q, -t.number)
-        if best is None or key > best:
-            best, best_trial = key, t
-    if best_trial is None:
+    try:
+        if len(study.directions) == 1:
+            return winner(study)
+        fitness = fitness or stored_fitness(study) or FitnessConfig()
+        members = [w for w in winners(study) if w.n_params is not None]
+        if not members:
+            raise NoWinnerError("no member of the front has a parameter count")
+        return max(members, key=lambda w: fitness.quality(w.quality, int(w.n_params or 0)))
+    except NoWinnerError:
         states: dict[str, int] = {}
         for t in study.get_trials(deepcopy=False):
             states[t.state.name] = states.get(t.state.name, 0) + 1
         shown = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no trials"
         raise NoFeasibleTrialError(
-            f"study {study.study_name!r} has no feasible trial ({shown}), so there is no best mask "
+            f"study {study.study_name!r} has no feasible mask ({shown}), so there is no answer "
             "to report or export; run more trials (alphanas search) or relax [fitness] "
             "min_accuracy / max_params"
+        ) from None
+
+
+def best_feasible_trial(study: optuna.Study, fitness: FitnessConfig | None = None) -> FrozenTrial:
+    """The trial that stands for the study's answer (:func:`study_answer`): the first feasible
+    evaluation of its mask.
+
+    Raises:
+        NoFeasibleTrialError: The study has no answer; the message names the study.
+    """
+    return _representative(study, study_answer(study, fitness))
+
+
+def _representative(study: optuna.Study, answer: Winner) -> FrozenTrial:
+    chosen = None
+    numbers = set(answer.trials)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        record = TrialRecord.read(t)
+        if t.number in numbers and (record is None or record.feasible):
+            chosen = t
+            break
+    if chosen is None:  # pragma: no cover - a winner has a feasible evaluation
+        raise NoFeasibleTrialError(
+            f"study {study.study_name!r}: no feasible trial of {answer.mask}"
         )
-    return best_trial
+    return chosen
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -180,15 +208,40 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def front(study: optuna.Study) -> list[EvaluatedTrial]:
-    """The study's Pareto front: the feasible evaluated trials that no other feasible one
-    dominates in (accuracy up, parameters down), by parameter count.
+    """The study's Pareto front, by parameter count: per depth, the mask with the best estimated
+    accuracy that no smaller-or-equal model beats (:func:`alphanas_optuna.winners`), each as its
+    first feasible trial with ``accuracy`` the mean of the mask's feasible evaluations (what was
+    measured; the estimates decide who is on the front).
 
     The one definition of "the front" for the search's summary, ``alphanas pareto``, its figure
-    and the dashboard note. An infeasible mask is not an answer, so it is never on the front (even
-    where it would dominate).
+    and the dashboard note. A mask infeasible more often than not is never on it. In a
+    single-objective study: the answer alone.
     """
-    feasible = [t for t in evaluated_trials(study) if t.feasible]
-    return [feasible[i] for i in pareto_front([(t.accuracy, t.n_params) for t in feasible])]
+    import dataclasses
+
+    from alphanas_optuna.answer import NoWinnerError, winners
+
+    try:
+        members = winners(study)
+    except NoWinnerError:
+        return []
+    evaluated = evaluated_trials(study)
+    measured = {t.number: t for t in evaluated}
+    out = []
+    for w in members:
+        trial = measured.get(_representative(study, w).number)
+        if trial is None:
+            continue
+        same = [t.accuracy for t in evaluated if t.mask == w.mask and t.feasible]
+        out.append(dataclasses.replace(trial, accuracy=sum(same) / len(same)))
+    return sorted(out, key=lambda e: (e.n_params, -e.accuracy))
+
+
+def on_front(study: optuna.Study) -> set[int]:
+    """Numbers of the feasible trials whose mask is on :func:`front` (every evaluation of a
+    front mask, for tables that list trials)."""
+    masks = {t.mask for t in front(study)}
+    return {t.number for t in evaluated_trials(study) if t.feasible and t.mask in masks}
 
 
 def stored_fitness(study: optuna.Study) -> FitnessConfig | None:

@@ -136,7 +136,8 @@ def test_dashboard_serves_the_study_trials_figure_and_note(dashboard) -> None:
     # The summary note.
     assert detail["note"]["version"] == 1
     assert f"Pareto front of `{STUDY}`" in detail["note"]["body"]
-    assert "trial 1, mask `1100`" in detail["note"]["body"]
+    assert "mask `1100`" in detail["note"]["body"]
+    assert "(trials 1, 6); first feasible one: trial 1" in detail["note"]["body"]
 
     # The study page itself (the single-page app) is served.
     status, page = _get(f"{base}/dashboard/studies/{study_id}")

@@ -143,12 +143,11 @@ def test_pareto_table_marks_feasibility_and_the_front(tmp_path: Path) -> None:
     # Rows go by size: the smallest model first.
     assert list(table)[0] == 3
     assert "7 evaluated trials (5 feasible), 4 on the front of the feasible ones" in text
-    assert [t.number for t in front(optuna.load_study(study_name="hand", storage=storage))] == [
-        2,
-        1,
-        6,
-        0,
-    ]
+    # The front is one entry per mask: mask 1100 (trials 1 and 6) stands as its first trial,
+    # at the mean of its two evaluations.
+    members = front(optuna.load_study(study_name="hand", storage=storage))
+    assert [t.number for t in members] == [2, 1, 0]
+    assert members[1].accuracy == pytest.approx(0.88)
     assert f"optuna-dashboard {storage}" in text
 
 
@@ -182,7 +181,8 @@ def test_pareto_writes_html_and_attaches_figure_and_note(tmp_path: Path) -> None
 
     note = optuna_dashboard.get_note(study)
     assert "Pareto front of `hand`" in note
-    assert "trial 1, mask `1100`" in note  # best feasible by Q (first of the tie)
+    # The answer: mask 1100, from both of its evaluations; trial 1 is its first feasible one.
+    assert "mask `1100`" in note and "(trials 1, 6); first feasible one: trial 1" in note
     assert "`0011`" not in note  # dominated: not in the note's front table
     # What the answer gains and loses against the full mask measured in the same study.
     assert "Against the full model (trial 0, measured in this study)" in note
@@ -198,7 +198,7 @@ def test_pareto_writes_html_and_attaches_figure_and_note(tmp_path: Path) -> None
     assert list(figures) == [FIGURE_ID]
     assert system_attrs(study)["dashboard:note_ver"] == 2
     assert {n for n, r in parse_table(text).items() if r["on front"] == "yes"} == {0, 9}
-    assert "trial 9, mask `0100`" in optuna_dashboard.get_note(study)
+    assert "mask `0100` (1 layers)" in optuna_dashboard.get_note(study)
 
 
 def test_pareto_png_failure_keeps_the_html(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -271,7 +271,7 @@ def test_best_feasible_trial_single_and_two_objectives(tmp_path: Path) -> None:
     none = optuna.create_study(study_name="none", storage=storage)
     add_trial(none, "0001", 0.5, 5_000_000, state=TrialState.PRUNED)
     with pytest.raises(
-        NoFeasibleTrialError, match=r"study 'none' has no feasible trial \(1 PRUNED"
+        NoFeasibleTrialError, match=r"study 'none' has no feasible mask \(1 PRUNED"
     ):
         best_feasible_trial(none)
 

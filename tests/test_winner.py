@@ -143,9 +143,13 @@ def test_winners_per_depth_on_the_front_of_a_two_objective_study() -> None:
         ]
         assert w.quality == pytest.approx(max(same))
         assert w.accuracy == w.quality
+    # A single-objective study has the same front, by the accuracy its trials recorded.
     single = optuna.create_study(direction="maximize")
-    _add(single, (1, 0, 0, 0, 0, 0), 0.5)
-    assert [w.mask for w in winners(single)] == ["100000"]
+    _add(single, (1, 0, 0, 0, 0, 0), 0.5, accuracy=0.52, quality=0.5, n_params=1e6)
+    _add(single, (1, 1, 0, 0, 0, 0), 0.49, accuracy=0.53, quality=0.49, n_params=2e6)
+    _add(single, (1, 0, 1, 0, 0, 0), 0.45, accuracy=0.49, quality=0.45, n_params=2e6)
+    _add(single, (1, 1, 1, 0, 0, 0), 0.40, accuracy=0.46, quality=0.40, n_params=3e6)
+    assert [w.mask for w in winners(single, pooled=False)] == ["100000", "110000"]
 
 
 def test_no_answer_without_an_eligible_mask() -> None:
