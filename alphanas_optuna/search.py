@@ -621,6 +621,7 @@ def summarize(study: optuna.Study, storage: str) -> str:
         front,
         full_model_trial,
         stored_fitness,
+        study_answer,
     )
 
     trials = study.get_trials(deepcopy=False)
@@ -635,8 +636,22 @@ def summarize(study: optuna.Study, storage: str) -> str:
     if not any(t.feasible for t in measured.values()):
         lines.append("No feasible mask yet (every evaluated mask was pruned as infeasible).")
     elif len(study.directions) == 1:
+        answer = study_answer(study, stored_fitness(study))
         best = measured[best_feasible_trial(study, stored_fitness(study)).number]
+        same = [t for t in measured.values() if t.mask == best.mask and t.feasible]
+        if len(same) > 1:  # What the mask measured: the mean of its evaluations.
+            qualities = [t.quality for t in same if t.quality is not None]
+            best = dataclasses.replace(
+                best,
+                accuracy=sum(t.accuracy for t in same) / len(same),
+                quality=sum(qualities) / len(qualities) if qualities else None,
+            )
         lines.append("Best mask: " + _describe(best))
+        lines.append(
+            f"  estimated Q = {answer.quality:.4f} ± {answer.stderr:.4f} from "
+            f"{answer.n_evaluations} evaluation(s) (trials {', '.join(map(str, answer.trials))}): "
+            "the best estimate from all the evidence, not the luckiest single trial"
+        )
         if full is None:
             lines.append(
                 "The full model was not evaluated in this study, so there is nothing to compare "

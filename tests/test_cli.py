@@ -33,11 +33,14 @@ def evaluated(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def trained_masks(study: optuna.Study) -> list[str]:
-    """Masks that were fine-tuned (not reused from an earlier trial, not pruned before training)."""
+    """Masks that were fine-tuned for their first evaluation (not reused from an earlier trial,
+    not pruned before training; the sampler's re-evaluations train a mask again on purpose)."""
     return [
         t.user_attrs["mask"]
         for t in evaluated(study)
-        if t.user_attrs.get("accuracy") is not None and "reused_from" not in t.user_attrs
+        if t.user_attrs.get("accuracy") is not None
+        and "reused_from" not in t.user_attrs
+        and not t.user_attrs.get("evaluation")
     ]
 
 

@@ -43,13 +43,15 @@ def slow_study(study_file: Path, epochs: int, n_trials: int) -> Path:
 
 
 def trained_masks(trials: list[FrozenTrial]) -> list[str]:
-    """Masks of evaluated trials that were fine-tuned, not reused from an earlier trial."""
+    """Masks of evaluated trials that were fine-tuned for their first evaluation, not reused
+    from an earlier trial (the sampler's re-evaluations train a mask again on purpose)."""
     return [
         t.user_attrs["mask"]
         for t in trials
         if t.state in EVALUATED
         and t.user_attrs.get("accuracy") is not None
         and "reused_from" not in t.user_attrs
+        and not t.user_attrs.get("evaluation")
     ]
 
 
