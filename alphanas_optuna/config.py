@@ -11,6 +11,7 @@ section    settings                                              reference
 [training] epochs/steps, lr, batch size, warm-up, precision      :class:`alphanas_optuna.training.TrainingConfig`
 [fitness]  ``lambda_per_million``, ``min_accuracy``, ``max_params`` :class:`alphanas_optuna.objective.FitnessConfig`
 [sampler]  arguments of :class:`~alphanas_optuna.AlphaNASSampler`
+[pruner]   ``name`` of an Optuna pruner and its keyword arguments  :data:`PRUNERS`
 [search]   study name, directions, n_trials or generations,       :class:`SearchConfig`
            timeout, heartbeat
 [report]   budget of the final fine-tune for ``alphanas report``  :class:`ReportConfig`
@@ -45,10 +46,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from alphanas_optuna.data import DataConfig
+from alphanas_optuna.errors import first_line
 from alphanas_optuna.objective import FitnessConfig
 from alphanas_optuna.training import TrainingConfig
 
 __all__ = [
+    "PRUNERS",
     "ModelConfig",
     "ReportConfig",
     "SearchConfig",
@@ -58,6 +61,19 @@ __all__ = [
 ]
 
 _DIRECTIONS = (["maximize"], ["maximize", "minimize"])
+
+#: ``[pruner] name`` -> the Optuna pruner it makes; every other key of ``[pruner]`` is that
+#: pruner's keyword argument. Trials report validation accuracy at each of ``[training]
+#: evaluations`` points, so a pruner stops the hopeless ones early (successive halving over
+#: training steps with "successive-halving" or "hyperband").
+PRUNERS = {
+    "none": "NopPruner",
+    "median": "MedianPruner",
+    "percentile": "PercentilePruner",
+    "successive-halving": "SuccessiveHalvingPruner",
+    "hyperband": "HyperbandPruner",
+    "threshold": "ThresholdPruner",
+}
 
 
 class StudyConfigError(ValueError):
@@ -175,6 +191,7 @@ class StudyConfig:
     sampler: dict[str, Any]
     search: SearchConfig
     report: ReportConfig
+    pruner: dict[str, Any] = field(default_factory=lambda: {"name": "none"})
 
     @property
     def study_name(self) -> str:
@@ -208,6 +225,14 @@ class StudyConfig:
             kwargs["n_layers"] = n_layers
         return AlphaNASSampler(**kwargs)
 
+    def make_pruner(self) -> Any:
+        """The study's Optuna pruner (``[pruner]``; ``NopPruner`` by default)."""
+        import optuna
+
+        kwargs = dict(self.pruner)
+        cls = getattr(optuna.pruners, PRUNERS[kwargs.pop("name", "none")])
+        return cls(**kwargs)
+
     def replace(self, **sections: Any) -> StudyConfig:
         """A copy with whole sections replaced, e.g. ``config.replace(data=new_data)``."""
         return dataclasses.replace(self, **sections)
@@ -231,6 +256,7 @@ class StudyConfig:
                 values[f.name] = list(value) if isinstance(value, (list, tuple)) else value
             out[name] = values
         out["sampler"] = dict(self.sampler)
+        out["pruner"] = dict(self.pruner)
         return out
 
     @classmethod
@@ -277,7 +303,7 @@ def load_study_config(path: str | Path) -> StudyConfig:
 def parse_study_config(raw: dict[str, Any], path: Path | None = None) -> StudyConfig:
     """Validate an already-parsed study file (see :func:`load_study_config`)."""
     where = str(path) if path is not None else "<study>"
-    allowed_sections = sorted([*_SECTIONS, "sampler"])
+    allowed_sections = sorted([*_SECTIONS, "sampler", "pruner"])
     for key, value in raw.items():
         if key not in allowed_sections:
             raise StudyConfigError(
@@ -289,6 +315,7 @@ def parse_study_config(raw: dict[str, Any], path: Path | None = None) -> StudyCo
         name: _build(where, name, cls, raw.get(name, {})) for name, cls in _SECTIONS.items()
     }
     sampler = _sampler_kwargs(where, raw.get("sampler", {}))
+    pruner = _pruner_kwargs(where, raw.get("pruner", {}), sections)
     if path is not None:
         base = path.resolve().parent
         sections["model"] = dataclasses.replace(
@@ -297,7 +324,7 @@ def parse_study_config(raw: dict[str, Any], path: Path | None = None) -> StudyCo
         sections["data"] = dataclasses.replace(
             sections["data"], source=_relative_to(base, sections["data"].source)
         )
-    return StudyConfig(path=path, sampler=sampler, **sections)
+    return StudyConfig(path=path, sampler=sampler, pruner=pruner, **sections)
 
 
 def _relative_to(base: Path, value: str) -> str:
@@ -401,3 +428,46 @@ def _sampler_kwargs(where: str, values: dict[str, Any]) -> dict[str, Any]:
     except (ValueError, TypeError) as exc:
         raise StudyConfigError(f"{where}: [sampler] {exc}") from exc
     return dict(values)
+
+
+def _pruner_kwargs(where: str, values: dict[str, Any], sections: dict[str, Any]) -> dict[str, Any]:
+    import optuna
+
+    values = dict(values)
+    name = values.get("name", "none")
+    if name not in PRUNERS:
+        raise StudyConfigError(
+            f"{where}: [pruner] name = {name!r} is not a pruner; allowed: "
+            + ", ".join(repr(n) for n in PRUNERS)
+        )
+    cls = getattr(optuna.pruners, PRUNERS[name])
+    allowed = [
+        p.name
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.name != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    for key in values:
+        if key != "name" and key not in allowed:
+            shown = ", ".join(allowed) if allowed else "none"
+            raise StudyConfigError(
+                f"{where}: unknown key [pruner] {key!r} for name = {name!r}; its keys: {shown}"
+            )
+    if name != "none" and len(sections["search"].directions) == 2:
+        raise StudyConfigError(
+            f"{where}: [pruner] name = {name!r} needs a single-objective study: Optuna's pruners "
+            "do not work on two objectives ([search] directions); use name = 'none'"
+        )
+    if name not in ("none", "threshold") and sections["training"].evaluations < 2:
+        raise StudyConfigError(
+            f"{where}: [pruner] name = {name!r} needs [training] evaluations >= 2 (it compares "
+            "trials at their intermediate evaluations); got evaluations = "
+            f"{sections['training'].evaluations}"
+        )
+    kwargs = {k: v for k, v in values.items() if k != "name"}
+    try:
+        cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise StudyConfigError(
+            f"{where}: [pruner] {first_line(exc, default_to_type=True)}"
+        ) from exc
+    return {"name": name, **kwargs}

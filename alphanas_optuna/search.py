@@ -146,7 +146,7 @@ def search(
             study_name=name,
             directions=directions,
             sampler=sampler,
-            pruner=optuna.pruners.NopPruner(),
+            pruner=config.make_pruner(),
             load_if_exists=True,
         )
     except Exception as exc:  # noqa: BLE001 - a storage we cannot write to
@@ -247,7 +247,7 @@ def load_study(*, storage: str, study_name: str) -> optuna.Study:
         study_name=study_name,
         storage=study._storage,
         sampler=sampler,
-        pruner=optuna.pruners.NopPruner(),
+        pruner=config.make_pruner(),
     )
 
 

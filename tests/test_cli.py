@@ -462,3 +462,20 @@ def test_a_searched_study_continues_from_python_with_its_sampler_and_objective(
     with pytest.raises(ValueError, match="no study named 'nope'"):
         alphanas_optuna.load_study(storage="sqlite:///tiny.db", study_name="nope")
     del plain
+
+
+def test_a_pruner_from_the_study_file_stops_trials_at_an_evaluation_point(
+    study_dir: Path, tiny_study: Path
+) -> None:
+    """[pruner] reaches the study: here a threshold no toy model reaches at its first of two
+    evaluation points, so every trained trial is stopped there."""
+    text = tiny_study.read_text().replace("[training]\n", "[training]\nevaluations = 2\n")
+    text += "\n[pruner]\nname = 'threshold'\nlower = 0.99\n"
+    tiny_study.write_text(text)
+    assert cli.main(["search", str(tiny_study), "--n-trials", "2"]) == 0
+    study = load()
+    assert [t.state for t in study.trials] == [TrialState.PRUNED] * 2
+    for t in study.trials:
+        assert t.user_attrs["pruned_at_step"] == 9  # the first of 2 points in 18 steps
+        assert list(t.intermediate_values) == [9]
+    assert study.user_attrs[search.CONFIG_ATTR]["pruner"] == {"name": "threshold", "lower": 0.99}

@@ -118,6 +118,21 @@ def test_relative_paths_are_relative_to_the_study_file(tmp_path: Path) -> None:
         ("[report]\nepochs = 0\n", ["[report]", "epochs", "> 0"]),
         ("[model]\nname = ''\n", ["[model]", "name", "empty"]),
         ("model = 'bert'\n", ["model must be a [model] table"]),
+        ("[pruner]\nname = 'asha'\n", ["[pruner] name = 'asha'", "'hyperband'", "'median'"]),
+        (
+            "[training]\nevaluations = 3\n[pruner]\nname = 'median'\nwarmup = 2\n",
+            ["unknown key [pruner] 'warmup'", "n_warmup_steps"],
+        ),
+        (
+            "[training]\nevaluations = 3\n[pruner]\nname = 'percentile'\npercentile = 150.0\n",
+            ["[pruner]", "percentile"],
+        ),
+        ("[pruner]\nname = 'hyperband'\n", ["[pruner]", "[training] evaluations >= 2"]),
+        (
+            "[training]\nevaluations = 3\n[search]\ndirections = ['maximize', 'minimize']\n"
+            "[pruner]\nname = 'median'\n",
+            ["[pruner] name = 'median'", "single-objective", "directions"],
+        ),
     ],
 )
 def test_bad_values_name_the_file_and_the_key(
@@ -156,3 +171,25 @@ def test_a_folder_given_as_the_study_file_is_called_a_folder(tmp_path) -> None:
     (tmp_path / "mine.toml").write_text("")
     with pytest.raises(StudyConfigError, match=r"is a folder, not a study file.*mine.toml"):
         load_study_config(tmp_path)
+
+
+def test_pruner_section_makes_the_optuna_pruner(tmp_path: Path) -> None:
+    import optuna
+
+    assert isinstance(
+        load_study_config(write(tmp_path, "")).make_pruner(), optuna.pruners.NopPruner
+    )
+    text = (
+        "[training]\nevaluations = 4\n"
+        "[pruner]\nname = 'successive-halving'\nmin_resource = 2\nreduction_factor = 3\n"
+    )
+    config = load_study_config(write(tmp_path, text))
+    pruner = config.make_pruner()
+    assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
+    assert pruner._min_resource == 2 and pruner._reduction_factor == 3
+    assert config.to_dict()["pruner"] == {
+        "name": "successive-halving",
+        "min_resource": 2,
+        "reduction_factor": 3,
+    }
+    assert StudyConfig.from_dict(config.to_dict()).pruner == config.pruner
