@@ -22,13 +22,13 @@ import numpy as np
 
 from alphanas_optuna.mask import DEFAULT_PREFIX, format_mask, mask_from_code
 from alphanas_optuna.sampler import PROPOSAL_KEY
-from alphanas_optuna.sampler.digest import StudyDigest, take_snapshot
+from alphanas_optuna.sampler.digest import CONFIRMATION_KEY, StudyDigest, take_snapshot
 from alphanas_optuna.sampler.evidence import Estimates, MaskRecord, estimate
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["NoWinnerError", "Winner", "winner", "winners"]
+__all__ = ["NoWinnerError", "Winner", "estimates_of", "winner", "winners"]
 
 _GENERATION_KEY = "AlphaNASSampler:generation"
 # Where `alphanas search` records the study file's settings (study user attribute).
@@ -55,6 +55,9 @@ class Winner:
         n_evaluations: Evaluations of this mask (feasible or not).
         trials: Numbers of those trials.
         mean: Plain mean of this mask's measured values (what ``quality`` shrinks from).
+        confirmed: Whether this comes from ``alphanas confirm`` runs: then ``quality``,
+            ``accuracy`` and ``stderr`` are their mean and its standard error, ``n_evaluations``
+            and ``trials`` are the runs.
     """
 
     mask: str
@@ -66,9 +69,16 @@ class Winner:
     n_evaluations: int
     trials: tuple[int, ...]
     mean: float
+    confirmed: bool = False
 
 
-def winner(study: optuna.Study, *, prefix: str = DEFAULT_PREFIX, pooled: bool = True) -> Winner:
+def winner(
+    study: optuna.Study,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    pooled: bool = True,
+    use_confirmations: bool = True,
+) -> Winner:
     """The study's answer: the eligible mask with the best estimated first objective.
 
     A mask is eligible when its evaluations were feasible (COMPLETE) at least as often as not.
@@ -78,9 +88,16 @@ def winner(study: optuna.Study, *, prefix: str = DEFAULT_PREFIX, pooled: bool = 
     With ``pooled`` (default) the estimates come from the value model, as the noise-aware
     sampler ranks its elites; ``pooled=False`` uses each mask's own mean.
 
+    When the study holds ``alphanas confirm`` runs (and ``use_confirmations``), the answer is the
+    confirmed mask with the best mean over its runs instead (see :class:`Winner`).
+
     Raises:
         NoWinnerError: No mask is eligible.
     """
+    if use_confirmations:
+        confirmed = _confirmed(study)
+        if confirmed:
+            return max(confirmed, key=lambda w: w.quality)
     digest, n = _read(study, prefix)
     estimates = estimate(digest.evidence, n, pooled=pooled)
     if not estimates.records:
@@ -99,12 +116,18 @@ def winner(study: optuna.Study, *, prefix: str = DEFAULT_PREFIX, pooled: bool = 
 
 
 def winners(
-    study: optuna.Study, *, prefix: str = DEFAULT_PREFIX, pooled: bool = True
+    study: optuna.Study,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    pooled: bool = True,
+    use_confirmations: bool = True,
 ) -> list[Winner]:
     """The study's front over (accuracy up, parameters down): per depth, the eligible mask with
     the best estimate, keeping the depths that no smaller-or-equal model with a better estimated
     accuracy beats. Sorted by parameters. Works for two-objective studies (accuracy, parameters)
-    and single-objective ones (where, at one depth, the best Q is the best accuracy).
+    and single-objective ones (where, at one depth, the best Q is the best accuracy). Where a
+    depth has ``alphanas confirm`` runs (and ``use_confirmations``), its confirmed mask with the
+    best mean stands for it.
 
     Raises:
         NoWinnerError: No mask is eligible.
@@ -119,6 +142,12 @@ def winners(
         if depth not in by_depth or estimates.means[i] > estimates.means[by_depth[depth]]:
             by_depth[depth] = i
     chosen = [_winner(study, digest, n, estimates, i) for i in by_depth.values()]
+    if use_confirmations:
+        best_confirmed: dict[int, Winner] = {}
+        for w in _confirmed(study):
+            if w.n_layers not in best_confirmed or w.quality > best_confirmed[w.n_layers].quality:
+                best_confirmed[w.n_layers] = w
+        chosen = [best_confirmed.get(w.n_layers, w) for w in chosen]
 
     def accuracy(w: Winner) -> float:
         return w.accuracy if w.accuracy is not None else w.quality
@@ -129,6 +158,66 @@ def winners(
         if not front or accuracy(w) > accuracy(front[-1]):
             front.append(w)
     return front
+
+
+def estimates_of(
+    study: optuna.Study, *, prefix: str = DEFAULT_PREFIX, pooled: bool = True
+) -> tuple[list[str], list[float]]:
+    """Every eligible mask of the study's search and its estimated first objective (higher is
+    better), as :func:`winner` ranks them.
+
+    Raises:
+        NoWinnerError: No mask is eligible.
+    """
+    digest, n = _read(study, prefix)
+    est = estimate(digest.evidence, n, pooled=pooled)
+    if not est.records:
+        raise NoWinnerError(_none_message(study))
+    masks = [format_mask(mask_from_code(r.code, n)) for r in est.records]
+    return masks, [float(m) for m in est.means]
+
+
+def _confirmed(study: optuna.Study) -> list[Winner]:
+    """The study's ``alphanas confirm`` runs at their newest fidelity, one Winner per mask."""
+    from optuna.trial import TrialState
+
+    runs = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if isinstance(t.system_attrs.get(CONFIRMATION_KEY), dict)
+    ]
+    if not runs:
+        return []
+    newest = runs[-1].system_attrs[CONFIRMATION_KEY].get("fidelity")
+    two = len(study.directions) > 1
+    by_mask: dict[str, list[optuna.trial.FrozenTrial]] = {}
+    for t in runs:
+        info = t.system_attrs[CONFIRMATION_KEY]
+        if info.get("fidelity") == newest and isinstance(info.get("mask"), str):
+            by_mask.setdefault(info["mask"], []).append(t)
+    out = []
+    for mask, trials in by_mask.items():
+        accuracies = [float(t.user_attrs["accuracy"]) for t in trials]
+        values = accuracies if two else [float(t.values[0]) for t in trials]
+        k = len(values)
+        mean = float(np.mean(values))
+        stderr = float(np.std(values, ddof=1) / math.sqrt(k)) if k > 1 else math.inf
+        params = trials[-1].user_attrs.get("n_params")
+        out.append(
+            Winner(
+                mask=mask,
+                quality=mean,
+                stderr=stderr,
+                accuracy=float(np.mean(accuracies)),
+                n_params=float(params) if _number(params) else None,
+                n_layers=mask.count("1"),
+                n_evaluations=k,
+                trials=tuple(t.number for t in trials),
+                mean=mean,
+                confirmed=True,
+            )
+        )
+    return out
 
 
 def _read(study: optuna.Study, prefix: str) -> tuple[StudyDigest, int]:

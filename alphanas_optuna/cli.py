@@ -101,6 +101,22 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_pareto)
 
     p = sub.add_parser(
+        "confirm",
+        help="re-train the best candidates with several seeds on the validation split and store "
+        "the runs in the study (resumable)",
+        description="Re-train the study's top candidates (by the search's estimates; the best "
+        "mask of each depth on the front of a two-objective study) with several seeds at the "
+        "[confirm] budget, on the validation split, and store every run as a trial of the study. "
+        "Running it again adds only the runs that are missing. report and export then use the "
+        "confirmed results.",
+    )
+    p.add_argument("study_file", metavar="STUDY.toml", type=Path)
+    study_args(p)
+    p.add_argument("--top", type=int, metavar="M", help="candidates (default: [confirm] top)")
+    p.add_argument("--seeds", type=int, metavar="R", help="runs each (default: [confirm] seeds)")
+    p.set_defaults(func=_cmd_confirm)
+
+    p = sub.add_parser(
         "report",
         help="Table 1: full model vs best mask, test accuracy with a 95%% confidence interval",
         description="Fine-tune the full model and the best mask on the train split and compare "
@@ -206,6 +222,20 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
     _check_study_exists(args.storage, args.study_name)
     report = _report_module()
     print(call_checked(report.pareto, args.storage, args.study_name, out=args.out, png=args.png))
+    return 0
+
+
+def _cmd_confirm(args: argparse.Namespace) -> int:
+    from alphanas_optuna.confirm import confirm
+
+    config = _load_config(args.study_file, args.data)
+    study_name = args.study_name or config.study_name
+    storage = args.storage or default_storage(study_name)
+    for name, value in (("--top", args.top), ("--seeds", args.seeds)):
+        if value is not None and value < 1:
+            raise UsageError(f"{name} must be an integer >= 1, got {value}")
+    _check_study_exists(storage, study_name)
+    call_checked(confirm, config, storage, study_name, top=args.top, seeds=args.seeds)
     return 0
 
 

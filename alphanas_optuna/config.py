@@ -15,6 +15,7 @@ section    settings                                              reference
 [search]   study name, directions, n_trials or generations,       :class:`SearchConfig`
            timeout, heartbeat
 [report]   budget of the final fine-tune for ``alphanas report``  :class:`ReportConfig`
+[confirm]  candidates, seeds and budget of ``alphanas confirm``   :class:`ConfirmConfig`
 ========== ===================================================== =================================
 
 Unknown sections or keys, wrong types and out-of-range values raise :class:`StudyConfigError`,
@@ -52,6 +53,7 @@ from alphanas_optuna.training import TrainingConfig
 
 __all__ = [
     "PRUNERS",
+    "ConfirmConfig",
     "ModelConfig",
     "ReportConfig",
     "SearchConfig",
@@ -180,6 +182,41 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class ConfirmConfig:
+    """``alphanas confirm``: which candidates are re-trained, how often and at what budget.
+
+    Attributes:
+        top: Candidates of a single-objective study (the best by the search's estimates); a
+            two-objective study confirms the best mask of each depth on its front.
+        seeds: Runs per candidate, with seeds ``seed .. seed + seeds - 1``.
+        seed: First seed.
+        train_size: Training examples per run; unset: ``[report] train_size``.
+        epochs: Epochs per run; unset: ``[report] epochs``.
+        max_steps: Optimizer steps instead of epochs; unset: ``[report] max_steps``.
+    """
+
+    top: int = 3
+    seeds: int = 3
+    seed: int = 0
+    train_size: int | None = None
+    epochs: float | None = None
+    max_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("top", "seeds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("train_size", "max_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f'{name} must be >= 1 or "all", got {value!r}')
+        if self.epochs is not None and not self.epochs > 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs!r}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """A whole study file, validated."""
 
@@ -192,6 +229,7 @@ class StudyConfig:
     search: SearchConfig
     report: ReportConfig
     pruner: dict[str, Any] = field(default_factory=lambda: {"name": "none"})
+    confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
 
     @property
     def study_name(self) -> str:
@@ -276,6 +314,7 @@ _SECTIONS: dict[str, type] = {
     "fitness": FitnessConfig,
     "search": SearchConfig,
     "report": ReportConfig,
+    "confirm": ConfirmConfig,
 }
 
 

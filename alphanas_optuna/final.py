@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from alphanas_optuna.intervals import TestResult
 from alphanas_optuna.record import TrialRecord
-from alphanas_optuna.results import ReportError, best_feasible_trial, load_existing_study
+from alphanas_optuna.results import (
+    ReportError,
+    best_feasible_trial,
+    load_existing_study,
+    study_answer,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +43,7 @@ __all__ = [
     "export",
     "final_fine_tune",
     "final_training_config",
+    "inference_latency",
     "prepare_final",
     "report_data_config",
     "table1",
@@ -134,6 +140,7 @@ class FinalSetup:
     test: TokenizedSplit | None
     training: TrainingConfig
     accelerator: Any
+    confirmed_runs: int = 0
 
     @property
     def best_record(self) -> TrialRecord:
@@ -185,7 +192,8 @@ def prepare_final(
     from alphanas_optuna.task import load_task
 
     study = load_existing_study(storage, study_name)
-    best = best_feasible_trial(study, config.fitness)  # fails fast, before loading anything
+    answer = study_answer(study, config.fitness)  # fails fast, before loading anything
+    best = best_feasible_trial(study, config.fitness)
     data = report_data_config(config)
     training = final_training_config(config)
     # The final fine-tune's seed also draws the new classification head, as in a search trial.
@@ -221,15 +229,64 @@ def prepare_final(
         test=task.tokenized.get("test"),
         training=training,
         accelerator=get_accelerator(config.training.mixed_precision),
+        confirmed_runs=answer.n_evaluations if answer.confirmed else 0,
     )
 
 
 # ---------------------------------------------------------------------------------------- Table 1
 
 
+def inference_latency(
+    model: torch.nn.Module,
+    batch_size: int,
+    max_length: int,
+    accelerator: Any,
+    *,
+    repeats: int = 10,
+    warmup: int = 2,
+) -> float:
+    """Median seconds of one forward pass of ``model`` over a batch of ``batch_size`` inputs of
+    ``max_length`` tokens on the accelerator's device, after ``warmup`` untimed passes.
+
+    The inputs are random token ids with no padding: a full batch at the longest input the
+    study uses, the case that sizing a model for deployment is about.
+    """
+    import statistics
+    import time
+
+    import torch
+
+    device = accelerator.device
+    vocab = int(getattr(model.config, "vocab_size", 1000))
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, vocab, (batch_size, max_length), generator=generator).to(device)
+    mask = torch.ones_like(ids)
+    model = model.to(device)
+    model.eval()
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            model(input_ids=ids, attention_mask=mask)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+LATENCY_BATCHES = (1, 32)
+
+
 @dataclass(frozen=True)
 class Table1Row:
-    """One model of Table 1."""
+    """One model of Table 1.
+
+    ``latency`` maps a batch size (:data:`LATENCY_BATCHES`) to the median seconds of one
+    forward pass at ``[data] max_length`` (:func:`inference_latency`).
+    """
 
     label: str
     mask: str
@@ -238,6 +295,7 @@ class Table1Row:
     validation_accuracy: float
     test: TestResult
     train_seconds: float
+    latency: dict[int, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -251,20 +309,36 @@ class Table1:
     train_examples: int
     training: TrainingConfig
     rows: tuple[Table1Row, ...]
+    confirmed_runs: int = 0
+    max_length: int | None = None
+    device: str = "cpu"
 
     def markdown(self) -> str:
-        full = self.rows[0].n_params
+        full = self.rows[0]
+        latency_heads = "".join(f" latency b={b} (ms) |" for b in LATENCY_BATCHES)
         lines = [
             f"### Table 1: full model vs best mask of study `{self.study_name}`",
             "",
-            "| model | mask | layers | params (M) | params vs full | test accuracy | 95% CI | n |",
-            "|:---|:---|---:|---:|---:|---:|:---:|---:|",
+            "| model | mask | layers | params (M) | params vs full | test accuracy | 95% CI | n |"
+            + latency_heads
+            + " speed-up |",
+            "|:---|:---|---:|---:|---:|---:|:---:|---:|" + "---:|" * len(LATENCY_BATCHES) + "---:|",
         ]
         for r in self.rows:
+            cells = "".join(
+                f" {1000 * r.latency[b]:.1f} |" if b in r.latency else " – |"
+                for b in LATENCY_BATCHES
+            )
+            big = LATENCY_BATCHES[-1]
+            speed = (
+                f"{full.latency[big] / r.latency[big]:.2f}x"
+                if big in r.latency and big in full.latency and r.latency[big] > 0
+                else "–"
+            )
             lines.append(
                 f"| {r.label} | `{r.mask}` | {r.n_layers} | {_millions(r.n_params)} | "
-                f"{100 * r.n_params / full:.1f}% | {r.test.accuracy:.4f} | "
-                f"[{r.test.ci_low:.4f}, {r.test.ci_high:.4f}] | {r.test.n} |"
+                f"{100 * r.n_params / full.n_params:.1f}% | {r.test.accuracy:.4f} | "
+                f"[{r.test.ci_low:.4f}, {r.test.ci_high:.4f}] | {r.test.n} |{cells} {speed} |"
             )
         budget = (
             f"{self.training.max_steps} steps"
@@ -280,6 +354,18 @@ class Table1:
             "95% CI: Wilson score interval. "
             f"Best mask: trial {self.best_trial} (validation accuracy during the search "
             f"{self.search_accuracy:.4f}{q}).",
+            "",
+            (
+                f"The best mask was confirmed: the best mean over {self.confirmed_runs} "
+                "`alphanas confirm` runs on the validation split."
+                if self.confirmed_runs
+                else "The best mask was not confirmed (run `alphanas confirm` to re-train the "
+                "top candidates with several seeds before the report)."
+            ),
+            "",
+            f"Latency: median of timed forward passes after warm-up, on {self.device}, at "
+            f"{self.max_length} tokens; speed-up at batch {LATENCY_BATCHES[-1]} against the "
+            "full model.",
         ]
         return "\n".join(lines)
 
@@ -326,6 +412,10 @@ def build_table1(
             validation_accuracy=result.accuracy,
             test=setup.test_result(model),
             train_seconds=result.seconds,
+            latency={
+                b: inference_latency(model, b, config.data.max_length, setup.accelerator)
+                for b in LATENCY_BATCHES
+            },
         )
         del model
         results[mask] = row
@@ -339,6 +429,9 @@ def build_table1(
         train_examples=len(setup.train),
         training=setup.training,
         rows=tuple(rows),
+        confirmed_runs=setup.confirmed_runs,
+        max_length=config.data.max_length,
+        device=str(setup.accelerator.device),
     )
 
 

@@ -500,7 +500,11 @@ def recover_dead_trials(study: optuna.Study, grace_period: float | None = None) 
 
 
 def _count(study: optuna.Study, states: tuple[Any, ...]) -> int:
-    return len(study.get_trials(deepcopy=False, states=states))
+    """Search trials in ``states`` (``alphanas confirm`` runs are not the search's)."""
+    from alphanas_optuna.sampler.digest import CONFIRMATION_KEY
+
+    trials = study.get_trials(deepcopy=False, states=states)
+    return sum(CONFIRMATION_KEY not in t.system_attrs for t in trials)
 
 
 def _optimize(

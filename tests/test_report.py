@@ -270,9 +270,7 @@ def test_best_feasible_trial_single_and_two_objectives(tmp_path: Path) -> None:
 
     none = optuna.create_study(study_name="none", storage=storage)
     add_trial(none, "0001", 0.5, 5_000_000, state=TrialState.PRUNED)
-    with pytest.raises(
-        NoFeasibleTrialError, match=r"study 'none' has no feasible mask \(1 PRUNED"
-    ):
+    with pytest.raises(NoFeasibleTrialError, match=r"study 'none' has no feasible mask \(1 PRUNED"):
         best_feasible_trial(none)
 
 
@@ -352,6 +350,9 @@ def test_table1_full_vs_best_with_wilson_interval(tiny_searched, tmp_path: Path)
         "test accuracy",
         "95% CI",
         "n",
+        "latency b=1 (ms)",
+        "latency b=32 (ms)",
+        "speed-up",
     ]
     assert len(rows) == 3
     full_cells = [c.strip() for c in rows[1].strip("|").split("|")]
@@ -362,7 +363,10 @@ def test_table1_full_vs_best_with_wilson_interval(tiny_searched, tmp_path: Path)
         f"`{best.user_attrs['mask']}`",
         str(best.user_attrs["n_layers"]),
     ]
-    assert full_cells[-1] == best_cells[-1] == "64"  # [data] test_size
+    assert full_cells[7] == best_cells[7] == "64"  # [data] test_size
+    assert full_cells[10] == "1.00x"
+    assert "The best mask was not confirmed" in text
+    assert "on cpu, at 32 tokens" in text
 
     base, _ = load_pretrained(config.model.name, num_labels=2)
     table = report.build_table1(config, storage, name)
@@ -380,8 +384,20 @@ def test_table1_full_vs_best_with_wilson_interval(tiny_searched, tmp_path: Path)
         assert cells[6] == f"[{row.test.ci_low:.4f}, {row.test.ci_high:.4f}]"
         # The toy task is easy: both models learn it in the final fine-tune.
         assert row.test.accuracy >= 0.75
-    # Same data, seed and budget: building the table twice gives the same numbers.
-    assert text == table.markdown()
+        # Latency: the median forward pass at batch 1 and 32, at [data] max_length.
+        assert set(row.latency) == {1, 32} and all(0 < v < 10 for v in row.latency.values())
+    timed = [line for line in table.markdown().splitlines() if line.startswith("| ")][1:]
+    for row, line in zip((full, small), timed, strict=True):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[8] == f"{1000 * row.latency[1]:.1f}"
+        assert cells[10] == f"{full.latency[32] / row.latency[32]:.2f}x"
+
+    # Same data, seed and budget: building the table twice gives the same numbers (all but the
+    # timings).
+    def untimed(markdown: str) -> list[str]:
+        return ["|".join(line.split("|")[:9]) for line in markdown.splitlines()]
+
+    assert untimed(text) == untimed(table.markdown())
     assert re.search(r"fine-tuned on 112 training examples for 3 epochs", text)
 
 

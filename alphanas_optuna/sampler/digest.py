@@ -21,6 +21,7 @@ from alphanas_optuna.sampler.evidence import Evidence, MaskRecord
 from alphanas_optuna.sampler.model import FeasibilityModel
 
 __all__ = [
+    "CONFIRMATION_KEY",
     "EVALUATED",
     "PENDING",
     "Snapshot",
@@ -33,6 +34,9 @@ __all__ = [
 
 EVALUATED = (TrialState.COMPLETE, TrialState.PRUNED)
 PENDING = (TrialState.RUNNING, TrialState.WAITING)
+# A trial carrying this system attribute is not an evaluation of the search (``alphanas confirm``
+# stores its runs at another budget so): the sampler and the search's estimates leave it out.
+CONFIRMATION_KEY = "alphanas:confirmation"
 # What a PRUNED trial may have recorded about its mask's value (AlphaNASObjective records both
 # for masks pruned for low accuracy): Q for a single-objective study, accuracy for two.
 VALUE_ATTRS = ("quality", "accuracy")
@@ -194,6 +198,11 @@ def take_snapshot(
         if tid == own_id:
             prefix_done = False
             continue
+        if CONFIRMATION_KEY in t.system_attrs:
+            digest.finished_ids.add(tid)  # not a search evaluation: read once, then skipped
+            if prefix_done and t.number == index:
+                digest.scan_from = index + 1
+            continue
         state = t.state
         if state in PENDING:
             prefix_done = False
@@ -252,6 +261,8 @@ def claimed_elsewhere(
         if t._trial_id == own_id or t._trial_id in digest.finished_ids:
             continue
         if t.state not in PENDING and t.state not in EVALUATED:
+            continue
+        if CONFIRMATION_KEY in t.system_attrs:
             continue
         other = mask_of(t, prefix, proposal_key)
         if other is not None and mask_to_code(other) == code:
