@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -184,9 +185,12 @@ def confirm(
     *,
     top: int | None = None,
     seeds: int | None = None,
+    masks: Sequence[str] | None = None,
     out: TextIO | None = None,
 ) -> list[ConfirmedMask]:
     """Run the missing confirmation runs and return the confirmed ranking (best first).
+
+    ``masks`` confirms these masks instead of the :func:`candidates` (``top`` is then unused).
 
     Raises:
         UsageError: ``top`` or ``seeds`` is below 1.
@@ -202,7 +206,7 @@ def confirm(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
     study = load_existing_study(storage, study_name)
-    masks = candidates(study, top)
+    masks = list(masks) if masks is not None else candidates(study, top)
     at = fidelity(config)
     done = {(c.mask, s) for c in confirmed(study, at) for s in c.seeds}
     wanted = [(m, config.confirm.seed + r) for m in masks for r in range(seeds)]
