@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from alphanas_optuna.errors import UsageError, first_line, usage_errors
 from alphanas_optuna.storage import (
+    check_storage_url,
+    check_writable,
     default_storage,
     existing_directions,
     open_storage,
@@ -56,6 +58,8 @@ WORKER_KEY = "alphanas:worker"
 CONFIG_ATTR = "alphanas_config"
 # A process stops after this many failed trials in a row (e.g. out of memory for every mask).
 _MAX_CONSECUTIVE_FAILURES = 5
+# Times a dead worker's mask is queued again before it is given up.
+_MAX_RETRY = 3
 
 
 @dataclasses.dataclass
@@ -124,6 +128,8 @@ def search(
     wanted = [d.lower() for d in config.search.directions]
 
     # Phase 1, before the model is loaded: is there anything to do?
+    check_storage_url(url)
+    check_writable(url)
     rdb = _open(url, config, create=False)  # None: a SQLite file not made yet
     directions = wanted
     existing = existing_directions(rdb, name) if rdb is not None else None
@@ -191,7 +197,7 @@ def _open(url: str, config: StudyConfig, *, create: bool) -> optuna.storages.RDB
 def _work_left(study: optuna.Study, total: int | None, config: StudyConfig) -> bool:
     """Fail what dead workers left RUNNING (their masks are queued again), then whether trials
     are still missing; if not, say so."""
-    _report_recovered(recover_dead_trials(study, config.search.grace_period), sys.stderr)
+    _report_recovered(study, recover_dead_trials(study, config.search.grace_period), sys.stderr)
     return not _nothing_left(study, total, sys.stderr)
 
 
@@ -286,13 +292,41 @@ def _quiet_interrupts() -> None:
         logger.addFilter(_NoInterruptTraceback())
 
 
-def _report_recovered(numbers: list[int], out: Any) -> None:
-    if numbers:
-        print(
-            f"Failed {len(numbers)} trial(s) left RUNNING by a stopped process "
-            f"({', '.join(str(n) for n in numbers)}); their masks will be evaluated again.",
-            file=out,
+def _report_recovered(study: optuna.Study, numbers: list[int], out: Any) -> None:
+    """Say which trials left RUNNING by a stopped process were failed, and whether their masks
+    were queued again (Optuna's retry limit stops re-queuing a mask after a few attempts)."""
+    if not numbers:
+        return
+    from optuna.storages import RetryFailedTrialCallback
+
+    requeued = {
+        RetryFailedTrialCallback.retried_trial_number(t) for t in study.get_trials(deepcopy=False)
+    }
+    again = [n for n in numbers if n in requeued]
+    given_up = [n for n in numbers if n not in requeued]
+    parts = [f"Failed {len(numbers)} trial(s) left RUNNING by a stopped process"]
+    if again:
+        parts.append(f"queued again: {', '.join(map(str, again))}")
+    if given_up:
+        parts.append(
+            f"not queued again ({_MAX_RETRY} attempts, or no mask decided yet): "
+            f"{', '.join(map(str, given_up))}"
         )
+    print("; ".join(parts) + ".", file=out)
+
+
+def _takeover_line(trial: optuna.trial.FrozenTrial) -> str | None:
+    """What a worker says when its trial re-runs the mask of a trial a stopped process left."""
+    from optuna.storages import RetryFailedTrialCallback
+
+    original = RetryFailedTrialCallback.retried_trial_number(trial)
+    if original is None:
+        return None
+    attempt = len(RetryFailedTrialCallback.retry_history(trial)) + 1
+    return (
+        f"trial {trial.number} takes over the mask of trial {original}, left RUNNING by a "
+        f"stopped process (attempt {attempt} of {_MAX_RETRY + 1})"
+    )
 
 
 def _nothing_left(study: optuna.Study, total: int | None, out: Any) -> bool:
@@ -450,7 +484,7 @@ def _retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        RetryHeartbeatStaleTrialCallback(max_retry=3)(study, clean)
+        RetryHeartbeatStaleTrialCallback(max_retry=_MAX_RETRY)(study, clean)
 
 
 def recover_dead_trials(study: optuna.Study, grace_period: float | None = None) -> list[int]:
@@ -526,6 +560,9 @@ def _optimize(
     def run_trial(trial: optuna.Trial) -> Any:
         current[:] = [trial._trial_id]
         study._storage.set_trial_system_attr(trial._trial_id, WORKER_KEY, worker)
+        line = _takeover_line(study._storage.get_trial(trial._trial_id))
+        if line is not None:
+            print(line, file=sys.stderr, flush=True)
         return objective(trial)
 
     bar = tqdm(

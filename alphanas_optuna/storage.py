@@ -8,6 +8,7 @@ inside the functions.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     import optuna
 
 __all__ = [
+    "check_writable",
     "check_storage_url",
     "default_storage",
     "existing_directions",
@@ -80,6 +82,30 @@ def check_storage_url(url: str) -> None:
             f"storage {url}: the folder {folder} does not exist; create it or store the study "
             "elsewhere (sqlite:///FILE.db is a file in the current directory, "
             "sqlite:////abs/path/FILE.db an absolute path)"
+        )
+
+
+def check_writable(url: str) -> None:
+    """Refuse a SQLite storage this user cannot write to, before anything is loaded.
+
+    SQLite writes a journal next to the file, so both the file and its folder must be writable.
+
+    Raises:
+        UsageError: The file or its folder is read-only for this user; the message names it.
+    """
+    path = sqlite_file(url)
+    if path is None:
+        return
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(
+            f"storage {url}: the SQLite file {path} is read-only for this user; make it writable "
+            "(chmod u+w) or copy it somewhere you can write"
+        )
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"storage {url}: the folder {folder} is read-only for this user, and SQLite writes its "
+            "journal there; make the folder writable or store the study elsewhere"
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import types
@@ -13,6 +14,8 @@ from optuna.trial import TrialState
 
 from alphanas_optuna import cli, search
 from alphanas_optuna.config import load_study_config
+
+REPO = Path(__file__).resolve().parents[1]
 
 EVALUATED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -479,3 +482,93 @@ def test_a_pruner_from_the_study_file_stops_trials_at_an_evaluation_point(
         assert t.user_attrs["pruned_at_step"] == 9  # the first of 2 points in 18 steps
         assert list(t.intermediate_values) == [9]
     assert study.user_attrs[search.CONFIG_ATTR]["pruner"] == {"name": "threshold", "lower": 0.99}
+
+
+def test_recovery_messages_promise_a_retry_only_when_one_was_queued() -> None:
+    import io
+
+    from optuna.distributions import CategoricalDistribution
+
+    study = optuna.create_study()
+    dist = {"layer_00": CategoricalDistribution((0, 1))}
+    for _ in range(2):
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.FAIL, params={"layer_00": 1}, distributions=dist
+            )
+        )
+    # Trial 0's mask was queued again (as Optuna's retry callback does); trial 1's was not.
+    study.enqueue_trial({"layer_00": 1})
+    waiting = study.get_trials(states=(TrialState.WAITING,))[0]
+    study._storage.set_trial_system_attr(waiting._trial_id, "failed_trial", 0)
+    study._storage.set_trial_system_attr(waiting._trial_id, "retry_history", [0])
+    out = io.StringIO()
+    search._report_recovered(study, [0, 1], out)
+    text = out.getvalue()
+    assert "queued again: 0;" in text
+    assert "not queued again (3 attempts, or no mask decided yet): 1." in text
+    assert "will be evaluated again" not in text
+    line = search._takeover_line(study._storage.get_trial(waiting._trial_id))
+    assert line == (
+        f"trial {waiting.number} takes over the mask of trial 0, left RUNNING by a stopped "
+        "process (attempt 2 of 4)"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a command as another user")
+def test_a_read_only_sqlite_file_is_named_for_a_non_root_user(tmp_path: Path) -> None:
+    import pwd
+    import shutil
+    import stat
+    import tempfile
+
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody' on this machine")
+    folder = Path(tempfile.mkdtemp(prefix="alphanas-ro-"))
+    try:
+        folder.chmod(0o755)
+        db = folder / "ro.db"
+        optuna.create_study(study_name="ro", storage=f"sqlite:///{db}", direction="maximize")
+        db.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+        study_file = folder / "ro.toml"
+        study_file.write_text("[model]\nname = 'package:nothing_here'\n")
+        study_file.chmod(0o644)
+        code = (
+            "import sys; from alphanas_optuna.cli import main; "
+            f"sys.exit(main(['search', {str(study_file)!r}, '--storage', 'sqlite:///{db}', "
+            "'--study-name', 'ro']))"
+        )
+        # The test's Python may live where 'nobody' cannot read (a pyenv under /root): then the
+        # system's Python of the same version runs with this environment's packages.
+        import site
+
+        python = sys.executable
+        env = {**os.environ, "HOME": str(folder)}
+        if not os.access(os.path.realpath(python), os.X_OK) or "/root/" in os.path.realpath(python):
+            python = (
+                shutil.which(
+                    f"python{sys.version_info.major}.{sys.version_info.minor}",
+                    path="/usr/bin:/usr/local/bin",
+                )
+                or ""
+            )
+            if not python:
+                pytest.skip("no Python that 'nobody' can run")
+            env["PYTHONPATH"] = os.pathsep.join([str(REPO), *site.getsitepackages()])
+        proc = subprocess.run(
+            [python, "-c", code],
+            cwd=folder,
+            user=nobody.pw_uid,
+            group=nobody.pw_gid,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().count("\n") == 0, proc.stderr
+        assert f"the SQLite file {db} is read-only for this user" in proc.stderr
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -74,7 +74,10 @@ def test_kill_9_in_mid_trial_then_the_same_command_finishes_the_study(
     second = start_search(study_file, cwd=folder, log=log2)
     wait_all([second], [log2], timeout=180)
     output = log2.read_text()
-    assert f"left RUNNING by a stopped process ({victim.number})" in output, output
+    assert (
+        f"Failed 1 trial(s) left RUNNING by a stopped process; queued again: {victim.number}."
+        in output
+    ), output
     assert url in output
 
     study = optuna.load_study(study_name="tiny", storage=storage)
@@ -88,6 +91,11 @@ def test_kill_9_in_mid_trial_then_the_same_command_finishes_the_study(
     retry = retries[0]
     assert retry.number > victim.number and retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert retry.params == victim.params
+    # The worker that took the trial over said so.
+    assert (
+        f"trial {retry.number} takes over the mask of trial {victim.number}, left RUNNING by a "
+        "stopped process (attempt 2 of 4)" in output
+    ), output
     assert retry.user_attrs["accuracy"] is not None and "reused_from" not in retry.user_attrs
     # ... and no mask was trained twice.
     masks = trained_masks(trials)
