@@ -198,10 +198,11 @@ def choose_reevaluation(
     best = order[0]
     gap = means[best] - means
     spread = np.sqrt(sds[best] ** 2 + sds**2)
-    plausible = [int(i) for i in order if i == best or gap[i] < z * spread[i]]
-    contenders = plausible[:max_contenders]
+    plausible = gap < z * spread
+    plausible[best] = True
+    contenders = order[plausible[order]][:max_contenders]
     if len(contenders) < 2:
         return None
     draw = means[contenders] + sds[contenders] * rng.standard_normal(len(contenders))
-    pick = contenders[int(np.argmax(draw))]
+    pick = int(contenders[int(np.argmax(draw))])
     return pick if bool(available[pick]) else None

@@ -55,6 +55,8 @@ REEVALUATE_FROM_GENERATION = 1
 # A mask is a contender for the best when its estimate is within this many standard errors.
 CONTENDER_Z = 2.0
 MAX_CONTENDERS = 5
+# Up to this many evaluated trials the estimates are refitted after every trial.
+REFIT_EVERY_TRIAL_UP_TO = 200
 
 
 class _LazyBits(list):
@@ -638,13 +640,21 @@ class AlphaNASSampler(BaseGASampler):
     def _estimates(
         self, digest: StudyDigest, n: int, directions: Sequence[StudyDirection]
     ) -> Estimates:
-        """The eligible masks' estimates, memoised per number of evaluated trials."""
-        key = ("estimates", digest.n_evaluated, n, tuple(directions), self._surrogate)
-        if key not in digest.memo:
-            digest.memo = {
-                key: estimate(digest.evidence, n, pooled=self._surrogate and n <= _MAX_MODEL_LAYERS)
-            }
-        return digest.memo[key]
+        """The eligible masks' estimates, refitted whenever a trial has finished while the study
+        is small, and after every 1% more trials once it holds more than
+        :data:`REFIT_EVERY_TRIAL_UP_TO`: one trial more changes little in a large study, and a
+        refit costs time proportional to the number of masks."""
+        key = ("estimates", n, tuple(directions), self._surrogate)
+        fitted = digest.memo.get(key)
+        if fitted is not None:
+            fitted_at, cached = fitted
+            grown = digest.n_evaluated - fitted_at
+            if grown == 0 or (fitted_at >= REFIT_EVERY_TRIAL_UP_TO and grown < fitted_at // 100):
+                return cached
+        pooled = self._surrogate and n <= _MAX_MODEL_LAYERS
+        estimates = estimate(digest.evidence, n, pooled=pooled)
+        digest.memo = {key: (digest.n_evaluated, estimates)}
+        return estimates
 
     def _uses_model(self, study: Study) -> bool:
         return self._surrogate and len(study.directions) == 1
