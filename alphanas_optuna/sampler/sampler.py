@@ -261,6 +261,9 @@ class AlphaNASSampler(BaseGASampler):
         # Number of the last trial this object decided a mask for, per study (a hint only).
         self._last_numbers: dict[tuple[int, int], int] = {}
         self._storages: dict[tuple[int, int], Any] = {}
+        # The snapshot of the decision in progress (under the lock), so that reading the elites
+        # does not read the storage again.
+        self._deciding: tuple[tuple[int, int], Snapshot] | None = None
 
     # ----------------------------------------------------------------------------------------------
     # Public helpers
@@ -380,7 +383,7 @@ class AlphaNASSampler(BaseGASampler):
         other worker, and every later process, reads the same list."""
         if generation == 0:
             return []
-        digest = self._snapshot(study, None).digest
+        digest = self._current_snapshot(study).digest
         ids = digest.parent_ids.get(generation)
         if ids is None:
             key = self._get_parent_cache_key_prefix() + str(generation)
@@ -395,7 +398,7 @@ class AlphaNASSampler(BaseGASampler):
         """The ``n_elites`` best eligible masks evaluated so far (the one elite rule, in
         :func:`~alphanas_optuna.sampler.elites.select_elites`), each as its latest feasible
         trial."""
-        snapshot = self._snapshot(study, None)
+        snapshot = self._current_snapshot(study)
         digest = snapshot.digest
         if snapshot.n_layers is None:
             return []
@@ -417,6 +420,20 @@ class AlphaNASSampler(BaseGASampler):
 
     def _decide(self, study: Study, trial: FrozenTrial) -> list[int]:
         snapshot = self._snapshot(study, trial)
+        # One storage read per decision: the elites are read from this snapshot too.
+        self._deciding = (self._study_key(study), snapshot)
+        try:
+            return self._decide_with(study, trial, snapshot)
+        finally:
+            self._deciding = None
+
+    def _current_snapshot(self, study: Study) -> Snapshot:
+        deciding = self._deciding
+        if deciding is not None and deciding[0] == self._study_key(study):
+            return deciding[1]
+        return self._snapshot(study, None)
+
+    def _decide_with(self, study: Study, trial: FrozenTrial, snapshot: Snapshot) -> list[int]:
         n = snapshot.n_layers
         # The generation is stored with the proposal (one storage write per trial, not two).
         generation = self._generation_of(trial)
@@ -439,7 +456,7 @@ class AlphaNASSampler(BaseGASampler):
             return decided
 
         full = (1 << n) - 1
-        exhausted = len({m for m in taken if 0 < m <= full}) >= full
+        exhausted = len(taken) >= full and len({m for m in taken if 0 < m <= full}) >= full
         if exhausted and not self._warned_exhausted:
             self._warned_exhausted = True
             _logger.warning(
