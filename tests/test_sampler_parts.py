@@ -347,3 +347,25 @@ def test_snapshot_folds_finished_trials_once_and_collects_pending_masks() -> Non
     assert claimed_elsewhere(trials, -1, mask_to_code((1, 0, 1)), digest, **kw)
     assert not claimed_elsewhere(trials, running._trial_id, mask_to_code((1, 0, 1)), digest, **kw)
     assert not claimed_elsewhere(trials, -1, mask_to_code((1, 1, 1)), digest, **kw)
+
+
+def test_a_reused_result_is_not_a_second_evaluation() -> None:
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(_trial("110", TrialState.COMPLETE, 0.8))
+    study.add_trial(_trial("110", TrialState.COMPLETE, 0.8, reused_from=0))
+    study.add_trial(_trial("110", TrialState.COMPLETE, 0.7))
+    digest = StudyDigest()
+    take_snapshot(
+        digest,
+        study.get_trials(deepcopy=False),
+        None,
+        prefix="layer_",
+        proposal_key=PROPOSAL_KEY,
+        generation_key="AlphaNASSampler:generation",
+        directions=MAX,
+        n_layers=None,
+    )
+    record = digest.evidence.records(3)[mask_to_code((1, 1, 0))]
+    assert record.count == 2 and record.numbers == [0, 2]
+    assert record.mean == pytest.approx(0.75)
+    assert digest.n_evaluated == 3  # it still fills its generation

@@ -37,6 +37,8 @@ PENDING = (TrialState.RUNNING, TrialState.WAITING)
 # A trial carrying this system attribute is not an evaluation of the search (``alphanas confirm``
 # stores its runs at another budget so): the sampler and the search's estimates leave it out.
 CONFIRMATION_KEY = "alphanas:confirmation"
+# The user attribute of a trial whose result was copied from an earlier trial of the same mask.
+REUSED_ATTR = "reused_from"
 # What a PRUNED trial may have recorded about its mask's value (AlphaNASObjective records both
 # for masks pruned for low accuracy): Q for a single-objective study, accuracy for two.
 VALUE_ATTRS = ("quality", "accuracy")
@@ -138,13 +140,17 @@ class StudyDigest:
         self.n_evaluated += 1
         self.n_reevaluations += reevaluation
         feasible, value, extra = observation(trial, directions)
-        record = self.evidence.add(
-            n, code, trial._trial_id, trial.number, feasible=feasible, value=value, extra=extra
-        )
-        model = self.feasibility.get(n)
-        if model is None:
-            model = self.feasibility[n] = FeasibilityModel(n)
-        model.add(code, feasible)
+        record = self.evidence.records(n).get(code)
+        # A trial answered from an earlier trial's result (``reused_from``, as AlphaNASObjective
+        # records it) measured nothing new: counting it would double that one draw's weight.
+        if record is None or REUSED_ATTR not in trial.user_attrs:
+            record = self.evidence.add(
+                n, code, trial._trial_id, trial.number, feasible=feasible, value=value, extra=extra
+            )
+            model = self.feasibility.get(n)
+            if model is None:
+                model = self.feasibility[n] = FeasibilityModel(n)
+            model.add(code, feasible)
         if generation is not None:
             self.generation_counts[generation] = self.generation_counts.get(generation, 0) + 1
             if feasible:
