@@ -642,3 +642,31 @@ def test_elites_rank_by_estimate_not_by_a_lucky_draw() -> None:
     study.sampler = plain
     (elite_plain,) = plain.select_parent(study, 1)
     assert _mask(elite_plain) == lucky
+
+
+def test_a_lone_worker_decides_as_with_a_storage_read_but_reads_only_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its own finished trials are folded in as they end, so the next ask needs no read; the
+    masks are those a sampler that reads the storage every time proposes."""
+
+    def masks(fast: bool) -> tuple[list[str], int]:
+        sampler = AlphaNASSampler(seed=3)
+        if not fast:
+            monkeypatch.setattr(sampler, "_fold_own", lambda *args, **kwargs: None)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        reads: list[int] = []
+        original = study._get_trials
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            reads.append(1)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(study, "_get_trials", counting)
+        study.optimize(_noisy_objective(0.3), n_trials=40)
+        return _masks(study), len(reads)
+
+    fast_masks, fast_reads = masks(True)
+    slow_masks, slow_reads = masks(False)
+    assert fast_masks == slow_masks
+    assert fast_reads < slow_reads / 3

@@ -4,6 +4,7 @@ and writes its decision back; the elites come from the one rule in :mod:`.elites
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 from collections.abc import Sequence
@@ -264,6 +265,12 @@ class AlphaNASSampler(BaseGASampler):
         # The snapshot of the decision in progress (under the lock), so that reading the elites
         # does not read the storage again.
         self._deciding: tuple[tuple[int, int], Snapshot] | None = None
+        # Per study: the number of this object's last trial when nothing else was pending then
+        # and that trial has been folded into the digest by after_trial. The next trial, if it is
+        # numbered right after it, needs no storage read: no other trial can have started or
+        # finished in between (a lone worker's ask is then as cheap as it can be).
+        self._solo: dict[tuple[int, int], int] = {}
+        self._alone: dict[tuple[int, int], bool] = {}
 
     # ----------------------------------------------------------------------------------------------
     # Public helpers
@@ -338,6 +345,7 @@ class AlphaNASSampler(BaseGASampler):
     ) -> None:
         with self._lock:
             decided = self._decided.pop(trial._trial_id, None)
+            self._fold_own(study, trial, state, values, decided is not None)
         final = mask_from_params(trial.params, self._prefix)
         if isinstance(decided, _LazyBits) and final:
             # The mask's length was unknown when it was decided: record the mask as it came out.
@@ -354,6 +362,40 @@ class AlphaNASSampler(BaseGASampler):
         ):
             self.get_trial_generation(study, trial)
         self._fallback.after_trial(study, trial, state, values)
+
+    def _fold_own(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+        mine: bool,
+    ) -> None:
+        """Fold a trial this object decided into the digest as it finishes, so that a lone
+        worker's next decision needs no storage read (see ``_solo``)."""
+        key = self._study_key(study)
+        digest = self._digests.get(key)
+        self._solo.pop(key, None)
+        if not mine or digest is None or not self._alone.get(key, False):
+            return
+        if trial._trial_id not in digest.finished_ids:
+            finished = copy.copy(trial)
+            finished.state = state
+            finished.values = None if state != TrialState.COMPLETE else values
+            digest.finished_ids.add(trial._trial_id)
+            mask = self._mask_of(finished)
+            if state in EVALUATED and mask is not None:
+                digest.fold(
+                    finished,
+                    mask,
+                    self._generation_of(finished),
+                    study.directions,
+                    reevaluation=(finished.system_attrs.get(self.proposal_key()) or {}).get(
+                        "origin"
+                    )
+                    == "reevaluation",
+                )
+        self._solo[key] = trial.number
 
     # ----------------------------------------------------------------------------------------------
     # BaseGASampler interface
@@ -419,7 +461,15 @@ class AlphaNASSampler(BaseGASampler):
     # Deciding a mask
 
     def _decide(self, study: Study, trial: FrozenTrial) -> list[int]:
-        snapshot = self._snapshot(study, trial)
+        key = self._study_key(study)
+        digest = self._digests.get(key)
+        if digest is not None and self._solo.pop(key, None) == trial.number - 1:
+            snapshot = Snapshot(
+                digest=digest, pending=set(), n_layers=self._n_layers or digest.n_layers
+            )
+        else:
+            snapshot = self._snapshot(study, trial)
+        self._alone[key] = not snapshot.others_pending
         # One storage read per decision: the elites are read from this snapshot too.
         self._deciding = (self._study_key(study), snapshot)
         try:
