@@ -297,11 +297,7 @@ def _report_recovered(study: optuna.Study, numbers: list[int], out: Any) -> None
     were queued again (Optuna's retry limit stops re-queuing a mask after a few attempts)."""
     if not numbers:
         return
-    from optuna.storages import RetryFailedTrialCallback
-
-    requeued = {
-        RetryFailedTrialCallback.retried_trial_number(t) for t in study.get_trials(deepcopy=False)
-    }
+    requeued = {_retried_from(t)[0] for t in study.get_trials(deepcopy=False)}
     again = [n for n in numbers if n in requeued]
     given_up = [n for n in numbers if n not in requeued]
     parts = [f"Failed {len(numbers)} trial(s) left RUNNING by a stopped process"]
@@ -315,14 +311,26 @@ def _report_recovered(study: optuna.Study, numbers: list[int], out: Any) -> None
     print("; ".join(parts) + ".", file=out)
 
 
-def _takeover_line(trial: optuna.trial.FrozenTrial) -> str | None:
-    """What a worker says when its trial re-runs the mask of a trial a stopped process left."""
+def _retried_from(trial: optuna.trial.FrozenTrial) -> tuple[int | None, list[int]]:
+    """The trial whose mask ``trial`` retries, and the retry history (Optuna's retry callback;
+    its helpers are experimental, so their warning is silenced)."""
+    import optuna
     from optuna.storages import RetryFailedTrialCallback
 
-    original = RetryFailedTrialCallback.retried_trial_number(trial)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return (
+            RetryFailedTrialCallback.retried_trial_number(trial),
+            list(RetryFailedTrialCallback.retry_history(trial)),
+        )
+
+
+def _takeover_line(trial: optuna.trial.FrozenTrial) -> str | None:
+    """What a worker says when its trial re-runs the mask of a trial a stopped process left."""
+    original, history = _retried_from(trial)
     if original is None:
         return None
-    attempt = len(RetryFailedTrialCallback.retry_history(trial)) + 1
+    attempt = len(history) + 1
     return (
         f"trial {trial.number} takes over the mask of trial {original}, left RUNNING by a "
         f"stopped process (attempt {attempt} of {_MAX_RETRY + 1})"
