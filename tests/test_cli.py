@@ -484,6 +484,7 @@ def test_a_pruner_from_the_study_file_stops_trials_at_an_evaluation_point(
     assert study.user_attrs[search.CONFIG_ATTR]["pruner"] == {"name": "threshold", "lower": 0.99}
 
 
+@pytest.mark.filterwarnings("error::optuna.exceptions.ExperimentalWarning")
 def test_recovery_messages_promise_a_retry_only_when_one_was_queued() -> None:
     import io
 
