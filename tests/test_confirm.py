@@ -135,3 +135,26 @@ def test_a_kill_9_in_mid_confirm_loses_at_most_the_running_fine_tune(searched: P
     runs = _runs(_load())
     assert len(runs) == 4
     assert len({(t.user_attrs["mask"], t.user_attrs["seed"]) for t in runs}) == 4
+
+
+def test_candidates_top_estimates_or_the_best_of_each_depth_on_a_front() -> None:
+    from optuna.distributions import CategoricalDistribution
+
+    from alphanas_optuna.confirm import candidates
+
+    dist = {f"layer_{i:02d}": CategoricalDistribution((0, 1)) for i in range(3)}
+    points = {"100": 0.70, "010": 0.72, "110": 0.80, "011": 0.78, "111": 0.82}
+    single = optuna.create_study(direction="maximize")
+    two = optuna.create_study(directions=["maximize", "minimize"])
+    for mask, acc in points.items():
+        params = {f"layer_{i:02d}": int(c) for i, c in enumerate(mask)}
+        n = 10.0 + mask.count("1")
+        single.add_trial(optuna.trial.create_trial(value=acc, params=params, distributions=dist))
+        two.add_trial(optuna.trial.create_trial(values=[acc, n], params=params, distributions=dist))
+    from alphanas_optuna.answer import estimates_of
+
+    masks, means = estimates_of(single)
+    ranked = [m for _, m in sorted(zip(means, masks), reverse=True)]
+    assert candidates(single, 2) == ranked[:2]
+    # Two objectives: the best of each depth on the front (010 beats 100; 110 beats 011).
+    assert candidates(two, 1) == ["010", "110", "111"]
