@@ -98,10 +98,7 @@ def winner(
         confirmed = _confirmed(study)
         if confirmed:
             return max(confirmed, key=lambda w: w.quality)
-    digest, n = _read(study, prefix)
-    estimates = estimate(digest.evidence, n, pooled=pooled)
-    if not estimates.records:
-        raise NoWinnerError(_none_message(study))
+    digest, n, estimates = _estimated(study, prefix, pooled)
     floor = _min_accuracy(study)
     candidates = [
         _winner(study, digest, n, estimates, int(i)) for i in np.argsort(-estimates.means)
@@ -132,10 +129,7 @@ def winners(
     Raises:
         NoWinnerError: No mask is eligible.
     """
-    digest, n = _read(study, prefix)
-    estimates = estimate(digest.evidence, n, pooled=pooled)
-    if not estimates.records:
-        raise NoWinnerError(_none_message(study))
+    digest, n, estimates = _estimated(study, prefix, pooled)
     by_depth: dict[int, int] = {}
     for i, record in enumerate(estimates.records):
         depth = bin(record.code).count("1")
@@ -169,10 +163,7 @@ def estimates_of(
     Raises:
         NoWinnerError: No mask is eligible.
     """
-    digest, n = _read(study, prefix)
-    est = estimate(digest.evidence, n, pooled=pooled)
-    if not est.records:
-        raise NoWinnerError(_none_message(study))
+    _, n, est = _estimated(study, prefix, pooled)
     masks = [format_mask(mask_from_code(r.code, n)) for r in est.records]
     return masks, [float(m) for m in est.means]
 
@@ -218,6 +209,17 @@ def _confirmed(study: optuna.Study) -> list[Winner]:
             )
         )
     return out
+
+
+def _estimated(
+    study: optuna.Study, prefix: str, pooled: bool
+) -> tuple[StudyDigest, int, Estimates]:
+    """The study read as the sampler reads it, and its eligible masks' estimates."""
+    digest, n = _read(study, prefix)
+    estimates = estimate(digest.evidence, n, pooled=pooled)
+    if not estimates.records:
+        raise NoWinnerError(_none_message(study))
+    return digest, n, estimates
 
 
 def _read(study: optuna.Study, prefix: str) -> tuple[StudyDigest, int]:
