@@ -119,7 +119,10 @@ def final_plan(seeds: list[int]) -> list[dict]:
                     {"k": k, "mask": mask, "kind": kind, "search_seed": "", "final_seed": f}
                 )
         for s in seeds:
-            info = json.loads((RUNS / f"trust-{s}-winners.json").read_text())
+            path = RUNS / f"trust-{s}-winners.json"
+            if not path.exists():  # that search is not done yet: its rows come later
+                continue
+            info = json.loads(path.read_text())
             w = info["winners"].get(str(k))
             if w is None:
                 continue
@@ -149,9 +152,9 @@ def phase_final(seeds: list[int], shard: tuple[int, int], data: str | None) -> N
     mine = [r for i, r in enumerate(runs) if i % shard[1] == shard[0]]
     out = RUNS / f"trust-final-{shard[0]}.csv"
     done = set()
-    if out.exists():
-        with out.open() as f:
-            done = {(r["mask"], int(r["final_seed"])) for r in csv.DictReader(f)}
+    for path in RUNS.glob("trust-final-*.csv"):  # every shard's: the plan grows as searches end
+        with path.open() as f:
+            done |= {(r["mask"], int(r["final_seed"])) for r in csv.DictReader(f)}
     todo = [r for r in mine if r not in done]
     print(f"shard {shard}: {len(mine)} runs, {len(todo)} to do", flush=True)
     if not todo:
@@ -239,8 +242,10 @@ def phase_collect(seeds: list[int]) -> None:
         writer.writerows(rows)
     cpu = []
     for s in seeds:
-        info = json.loads((RUNS / f"trust-{s}-winners.json").read_text())
-        cpu.append(info["search_cpu_seconds"] + info["confirm_cpu_seconds"])
+        path = RUNS / f"trust-{s}-winners.json"
+        if path.exists():
+            info = json.loads(path.read_text())
+            cpu.append(info["search_cpu_seconds"] + info["confirm_cpu_seconds"])
     rule_seconds = [seconds[k] for k in seconds]
     print(f"Rows: {OUT_CSV} ({len(rows)} runs)\n")
     for k in DEPTHS:
