@@ -76,8 +76,13 @@ def phase_search(seed: int, data: str | None) -> None:
     study = optuna.load_study(study_name=name, storage=storage)
     masks, means = estimates_of(study)
     chosen: dict[int, list[str]] = {}
+    measured = _measured_accuracy(study)
     for k in DEPTHS:
         at_k = [(m, v) for m, v in zip(masks, means, strict=True) if m.count("1") == k]
+        if not at_k:
+            # No mask of this depth was feasible in the search (MiniLM's shallow sub-models often
+            # collapse): its choice is then the depth's best measured accuracy.
+            at_k = [(m, a) for m, a in measured.items() if m.count("1") == k]
         at_k.sort(key=lambda mv: -mv[1])
         chosen[k] = [m for m, _ in at_k[: config.confirm.top]]
     start = time.process_time()
@@ -106,6 +111,21 @@ def phase_search(seed: int, data: str | None) -> None:
         )
     )
     print(f"search seed {seed}: {winners} -> {out}")
+
+
+def _measured_accuracy(study) -> dict[str, float]:
+    """Mean validation accuracy of every mask the search trained (feasible or not)."""
+    from alphanas_optuna.record import TrialRecord
+    from alphanas_optuna.sampler.digest import CONFIRMATION_KEY
+
+    by_mask: dict[str, list[float]] = defaultdict(list)
+    for t in study.get_trials(deepcopy=False):
+        record = TrialRecord.read(t)
+        if CONFIRMATION_KEY in t.system_attrs or record is None or record.accuracy is None:
+            continue
+        if record.pruned_at_step is None:
+            by_mask[record.mask].append(float(record.accuracy))
+    return {m: sum(v) / len(v) for m, v in by_mask.items()}
 
 
 def final_plan(seeds: list[int]) -> list[dict]:
