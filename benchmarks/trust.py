@@ -64,7 +64,7 @@ def phase_search(seed: int, data: str | None) -> None:
     import torch
 
     from alphanas_optuna.answer import estimates_of
-    from alphanas_optuna.confirm import confirm
+    from alphanas_optuna.confirm import CONFIRMATION_KEY, confirm
     from alphanas_optuna.search import search
 
     torch.set_num_threads(1)
@@ -98,6 +98,19 @@ def phase_search(seed: int, data: str | None) -> None:
             "candidates": chosen[k],
         }
     confirm_cpu = time.process_time() - start
+    # What the search and its confirmation cost over every run of this phase (a resumed phase's
+    # own process time misses what earlier runs did): their trials' training seconds.
+    study = optuna.load_study(study_name=name, storage=storage)
+    search_cpu = sum(
+        float(t.user_attrs.get("train_seconds") or 0.0)
+        for t in study.trials
+        if CONFIRMATION_KEY not in t.system_attrs
+    )
+    confirm_cpu = sum(
+        float(t.user_attrs.get("train_seconds") or 0.0)
+        for t in study.trials
+        if CONFIRMATION_KEY in t.system_attrs
+    )
     out = RUNS / f"trust-{seed}-winners.json"
     out.write_text(
         json.dumps(
@@ -285,7 +298,7 @@ def phase_collect(seeds: list[int]) -> None:
         print()
     if cpu and rule_seconds:
         print(
-            f"CPU time of search + confirm per search seed: {sum(cpu) / len(cpu):.0f} s (mean of "
+            f"Training seconds of search + confirm per search seed: {sum(cpu) / len(cpu):.0f} s (mean of "
             f"{len(cpu)}); one final fine-tune: {sum(rule_seconds) / len(rule_seconds):.0f} s "
             "(mean, training only)."
         )
