@@ -686,7 +686,10 @@ def summarize(study: optuna.Study, storage: str) -> str:
         lines.append("No feasible mask yet (every evaluated mask was pruned as infeasible).")
     elif len(study.directions) == 1:
         answer = study_answer(study, stored_fitness(study))
-        best = measured[best_feasible_trial(study, stored_fitness(study)).number]
+        representative = best_feasible_trial(study, stored_fitness(study))
+        # Other workers may have finished trials since `measured` was read: read it again.
+        measured = {t.number: t for t in evaluated_trials(study)}
+        best = measured[representative.number]
         same = [t for t in measured.values() if t.mask == best.mask and t.feasible]
         if len(same) > 1:  # What the mask measured: the mean of its evaluations.
             qualities = [t.quality for t in same if t.quality is not None]
