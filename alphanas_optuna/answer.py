@@ -22,7 +22,7 @@ import numpy as np
 
 from alphanas_optuna.mask import DEFAULT_PREFIX, format_mask, mask_from_code
 from alphanas_optuna.sampler import PROPOSAL_KEY
-from alphanas_optuna.sampler.digest import CONFIRMATION_KEY, StudyDigest, take_snapshot
+from alphanas_optuna.sampler.digest import StudyDigest, take_snapshot
 from alphanas_optuna.sampler.evidence import Estimates, MaskRecord, estimate
 
 if TYPE_CHECKING:
@@ -169,41 +169,27 @@ def estimates_of(
 
 
 def _confirmed(study: optuna.Study) -> list[Winner]:
-    """The study's ``alphanas confirm`` runs at their newest fidelity, one Winner per mask."""
-    from optuna.trial import TrialState
+    """The study's ``alphanas confirm`` runs at their newest fidelity (read by
+    :func:`alphanas_optuna.confirm.confirmed`), one Winner per mask."""
+    from alphanas_optuna.confirm import confirmed
 
-    runs = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if isinstance(t.system_attrs.get(CONFIRMATION_KEY), dict)
-    ]
-    if not runs:
-        return []
-    newest = runs[-1].system_attrs[CONFIRMATION_KEY].get("fidelity")
     two = len(study.directions) > 1
-    by_mask: dict[str, list[optuna.trial.FrozenTrial]] = {}
-    for t in runs:
-        info = t.system_attrs[CONFIRMATION_KEY]
-        if info.get("fidelity") == newest and isinstance(info.get("mask"), str):
-            by_mask.setdefault(info["mask"], []).append(t)
     out = []
-    for mask, trials in by_mask.items():
-        accuracies = [float(t.user_attrs["accuracy"]) for t in trials]
-        values = accuracies if two else [float(t.values[0]) for t in trials]
+    for c in confirmed(study):
+        values = c.accuracies if two else c.qualities
         k = len(values)
         mean = float(np.mean(values))
         stderr = float(np.std(values, ddof=1) / math.sqrt(k)) if k > 1 else math.inf
-        params = trials[-1].user_attrs.get("n_params")
         out.append(
             Winner(
-                mask=mask,
+                mask=c.mask,
                 quality=mean,
                 stderr=stderr,
-                accuracy=float(np.mean(accuracies)),
-                n_params=float(params) if _number(params) else None,
-                n_layers=mask.count("1"),
+                accuracy=float(np.mean(c.accuracies)),
+                n_params=float(c.n_params) if c.n_params else None,
+                n_layers=c.mask.count("1"),
                 n_evaluations=k,
-                trials=tuple(t.number for t in trials),
+                trials=c.trials,
                 mean=mean,
                 confirmed=True,
             )

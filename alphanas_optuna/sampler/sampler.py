@@ -34,6 +34,7 @@ from alphanas_optuna.sampler.digest import (
     claimed_elsewhere,
     generation_of,
     mask_of,
+    origin_of,
     take_snapshot,
 )
 from alphanas_optuna.sampler.elites import select_elites
@@ -390,10 +391,7 @@ class AlphaNASSampler(BaseGASampler):
                     mask,
                     self._generation_of(finished),
                     study.directions,
-                    reevaluation=(finished.system_attrs.get(self.proposal_key()) or {}).get(
-                        "origin"
-                    )
-                    == "reevaluation",
+                    reevaluation=origin_of(finished, self.proposal_key()) == "reevaluation",
                 )
         self._solo[key] = trial.number
 
