@@ -65,7 +65,7 @@ __all__ = [
 _DIRECTIONS = (["maximize"], ["maximize", "minimize"])
 
 #: ``[pruner] name`` -> the Optuna pruner it makes; every other key of ``[pruner]`` is that
-#: pruner's keyword argument. Trials report validation accuracy at each of ``[training]
+#: pruner's keyword argument. Trials report Q = A - lambda*N at each of ``[training]
 #: evaluations`` points, so a pruner stops the hopeless ones early (successive halving over
 #: training steps with "successive-halving" or "hyperband").
 PRUNERS = {

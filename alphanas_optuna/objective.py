@@ -364,7 +364,9 @@ class AlphaNASObjective:
         def on_evaluate(step: int, accuracy: float) -> None:
             if two_objectives:
                 return  # Optuna's pruners work on single-objective studies only.
-            trial.report(accuracy, step)
+            # The pruner compares what the study maximises, Q = A - lambda*N at this step: a raw
+            # accuracy would stop small masks only for being small, whatever their Q.
+            trial.report(self.fitness.quality(accuracy, record.n_params), step)
             # Pruning at the last evaluation would only throw the finished result away.
             if step < last_step and trial.should_prune():
                 record.accuracy = accuracy

@@ -678,14 +678,16 @@ def test_the_last_evaluation_is_reported_but_never_pruned() -> None:
 
     single = _objective(
         training=TrainingConfig(epochs=1, learning_rate=1e-6, batch_size=16, evaluations=1),
-        fitness=FitnessConfig(min_accuracy=0.0),
+        fitness=FitnessConfig(min_accuracy=0.0, lambda_per_million=0.5),
     )
     study = _study(pruner=optuna.pruners.ThresholdPruner(lower=0.99))
     study.enqueue_trial(_mask_params("111"))
     study.optimize(single, n_trials=1)
     t = study.trials[0]
     assert t.state == TrialState.COMPLETE
-    assert t.intermediate_values == {6: t.user_attrs["accuracy"]}
+    # What is reported is the study's objective at that step, Q = A - lambda*N, not A.
+    assert t.intermediate_values == {6: pytest.approx(t.user_attrs["quality"])}
+    assert t.user_attrs["quality"] < t.user_attrs["accuracy"] - 0.01
 
 
 def test_max_length_beyond_the_model_is_refused_before_training(tmp_path) -> None:
