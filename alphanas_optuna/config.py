@@ -291,6 +291,8 @@ class StudyConfig:
                     if _field_default(f) is None:
                         continue
                     value = "all"
+                if dataclasses.is_dataclass(value):
+                    value = dataclasses.asdict(value)  # [training] distill: an inline table
                 values[f.name] = list(value) if isinstance(value, (list, tuple)) else value
             out[name] = values
         out["sampler"] = dict(self.sampler)
@@ -390,11 +392,25 @@ def _build(where: str, section: str, cls: type, values: dict[str, Any]) -> Any:
             raise StudyConfigError(
                 f"{where}: unknown key [{section}] {key!r}; allowed keys: {', '.join(names)}"
             )
-        kwargs[key] = _coerce(where, f"[{section}] {key}", hints[key], value)
+        table = _dataclass_of(hints[key])
+        if table is not None and isinstance(value, dict):
+            # An inline table such as [training] distill = {alpha = 0.5}: its keys are named as
+            # TOML would name them, [training.distill] alpha.
+            kwargs[key] = _build(where, f"{section}.{key}", table, value)
+        else:
+            kwargs[key] = _coerce(where, f"[{section}] {key}", hints[key], value)
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
         raise StudyConfigError(f"{where}: [{section}] {exc}") from exc
+
+
+def _dataclass_of(hint: Any) -> type | None:
+    """The dataclass of a ``X`` or ``X | None`` field, else None."""
+    for arg in (hint, *typing.get_args(hint)):
+        if isinstance(arg, type) and dataclasses.is_dataclass(arg):
+            return arg
+    return None
 
 
 def _coerce(where: str, key: str, hint: Any, value: Any) -> Any:
@@ -403,7 +419,8 @@ def _coerce(where: str, key: str, hint: Any, value: Any) -> Any:
         typing.get_origin(hint) is typing.Union or isinstance(hint, types.UnionType)
     )
     base = next((a for a in args if a is not type(None)), hint) if optional else hint
-    if optional and value == "all":
+    table = isinstance(base, type) and dataclasses.is_dataclass(base)
+    if optional and value == "all" and not table:
         return None
     origin = typing.get_origin(base)
     ok = False
@@ -423,13 +440,18 @@ def _coerce(where: str, key: str, hint: Any, value: Any) -> Any:
     elif origin is list:
         (item,) = typing.get_args(base)
         ok = isinstance(value, list) and all(isinstance(v, item) for v in value)
+    elif table:
+        ok = isinstance(value, base)
     if not ok:
-        expected = _type_name(base) + (' or "all"' if optional else "")
+        expected = _type_name(base) + (' or "all"' if optional and not table else "")
         raise StudyConfigError(f"{where}: {key} must be {expected}, got {value!r}")
     return value
 
 
 def _type_name(hint: Any) -> str:
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        keys = ", ".join(f"{f.name} = ..." for f in dataclasses.fields(hint))
+        return f"a table {{ {keys} }}"
     if typing.get_origin(hint) is list:
         return f"a list of {typing.get_args(hint)[0].__name__}"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(

@@ -265,6 +265,8 @@ def _run(
             training,
             accelerator,
             pad_token_id=task.pad_token_id,
+            # With distillation one teacher, at the first seed, serves every run.
+            teacher_seed=config.confirm.seed,
         )
         del sub
         accelerator.free_memory()

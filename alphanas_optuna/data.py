@@ -109,10 +109,15 @@ class TextSplits:
 
 @dataclass(frozen=True)
 class TokenizedSplit:
-    """Token ids of one split, unpadded, with labels."""
+    """Token ids of one split, unpadded, with labels.
+
+    ``teacher_logits`` (one row of class logits per example, or None) are a teacher's predictions
+    for distillation; batches then carry them as ``"teacher_logits"``.
+    """
 
     input_ids: list[np.ndarray]
     labels: np.ndarray
+    teacher_logits: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -680,11 +685,14 @@ class _Collate:
         for row, s in enumerate(seqs):
             ids[row, : len(s)] = s
             mask[row, : len(s)] = 1
-        return {
+        batch = {
             "input_ids": torch.from_numpy(ids),
             "attention_mask": torch.from_numpy(mask),
             "labels": torch.from_numpy(self.split.labels[indices]),
         }
+        if self.split.teacher_logits is not None:
+            batch["teacher_logits"] = torch.from_numpy(self.split.teacher_logits[indices])
+        return batch
 
 
 class _IndexDataset(torch.utils.data.Dataset[int]):

@@ -83,8 +83,16 @@ def final_fine_tune(
     accelerator: Any,
     *,
     pad_token_id: int,
+    teacher_seed: int | None = None,
+    teacher: torch.nn.Module | None = None,
 ) -> tuple[torch.nn.Module, FineTuneResult]:
     """Build the sub-model for ``mask`` (a copy; ``model`` is untouched) and fine-tune it.
+
+    With ``training.distill`` the sub-model learns from the full model's logits (see
+    :func:`alphanas_optuna.distill.teacher_for`: from the machine's cache, else from ``teacher``,
+    an already fine-tuned full model, else from a fine-tune of the full model at
+    ``teacher_seed``, default ``training.seed``). The full mask itself is the teacher and
+    trains without distillation.
 
     Returns:
         The fine-tuned sub-model (unwrapped from the Accelerator, in eval mode) and the
@@ -93,6 +101,23 @@ def final_fine_tune(
     from alphanas_optuna.synthesis import drop_layers
     from alphanas_optuna.training import fine_tune, make_loaders
 
+    if training.distill is not None:
+        if all(int(b) for b in mask):
+            training = dataclasses.replace(training, distill=None)
+        elif train.teacher_logits is None:
+            from alphanas_optuna.distill import teacher_for, with_teacher
+
+            logits = teacher_for(
+                model,
+                train,
+                validation,
+                training,
+                accelerator,
+                pad_token_id=pad_token_id,
+                seed=teacher_seed,
+                trained=teacher,
+            ).logits
+            train = with_teacher(train, logits)
     sub = drop_layers(model, mask)
     train_dl, eval_dl = make_loaders(train, validation, training, pad_token_id=pad_token_id)
     result = fine_tune(sub, train_dl, eval_dl, training, accelerator)
@@ -154,7 +179,7 @@ class FinalSetup:
 
         return "1" * n_encoder_layers(self.model)
 
-    def fine_tune(self, mask: str) -> tuple[Any, FineTuneResult]:
+    def fine_tune(self, mask: str, teacher: Any = None) -> tuple[Any, FineTuneResult]:
         return final_fine_tune(
             self.model,
             mask,
@@ -163,6 +188,7 @@ class FinalSetup:
             self.training,
             self.accelerator,
             pad_token_id=self.pad_token_id,
+            teacher=teacher,
         )
 
     def test_result(self, model: Any) -> TestResult:
@@ -355,6 +381,15 @@ class Table1:
             f"Best mask: trial {self.best_trial} (validation accuracy during the search "
             f"{self.search_accuracy:.4f}{q}).",
             "",
+        ]
+        d = self.training.distill
+        if d is not None:
+            lines += [
+                f"Sub-models distilled from the full model above (alpha {d.alpha:g}, temperature "
+                f"{d.temperature:g}); the full model trains without distillation.",
+                "",
+            ]
+        lines += [
             (
                 f"The best mask was confirmed: the best mean over {self.confirmed_runs} "
                 "`alphanas confirm` runs on the validation split."
@@ -395,6 +430,7 @@ def build_table1(
     best_mask = setup.best_record.mask
     rows: list[Table1Row] = []
     results: dict[str, Table1Row] = {}
+    teacher = None
     for label, mask in (
         ("full", setup.full_mask),
         (f"best (trial {setup.best.number})", best_mask),
@@ -403,7 +439,7 @@ def build_table1(
         if mask in results:
             rows.append(dataclasses.replace(results[mask], label=label))
             continue
-        model, result = setup.fine_tune(mask)
+        model, result = setup.fine_tune(mask, teacher=teacher)
         row = Table1Row(
             label=label,
             mask=mask,
@@ -417,6 +453,8 @@ def build_table1(
                 for b in LATENCY_BATCHES
             },
         )
+        if mask == setup.full_mask and setup.training.distill is not None:
+            teacher = model  # the full model teaches the others (no second fine-tune of it)
         del model
         results[mask] = row
         rows.append(row)

@@ -203,13 +203,17 @@ class AlphaNASObjective:
         self.accelerator = accelerator or get_accelerator(self.training.mixed_precision)
         self.n_layers = n_encoder_layers(model)
         self._n_params: dict[tuple[int, ...], int] = {}
+        self._distilled: tuple[str, TokenizedSplit] | None = None
 
     @property
     def fidelity(self) -> str:
         """Identifies the settings a trial's accuracy depends on; reuse needs them equal. It is
         computed when asked, so a changed ``training`` (a public attribute) is another fidelity."""
+        training = asdict(self.training)
+        if training["distill"] is None:
+            del training["distill"]  # so that studies from before distillation keep their fidelity
         payload = {
-            "training": asdict(self.training),
+            "training": training,
             "train": _split_digest(self.train),
             "validation": _split_digest(self.validation),
             "model": getattr(self.model.config, "_name_or_path", ""),
@@ -354,9 +358,20 @@ class AlphaNASObjective:
     ) -> FineTuneResult:
         from alphanas_optuna.training import fine_tune, make_loaders
 
+        train = self.train
+        teacher_trial = False
+        if cfg.distill is not None:
+            if all(mask):
+                # The full model is the teacher: it trains without distillation. Its first
+                # evaluation at the study's seed is the teacher's own fine-tune, so the teacher
+                # costs one prediction pass more, not another fine-tune.
+                teacher_trial = cfg.seed == self.training.seed
+                cfg = dataclasses.replace(cfg, distill=None)
+            else:
+                train = self.distilled_train()
         sub = self.build(mask)
         train_dl, eval_dl = make_loaders(
-            self.train, self.validation, cfg, pad_token_id=self.pad_token_id
+            train, self.validation, cfg, pad_token_id=self.pad_token_id
         )
 
         last_step = cfg.total_steps(len(train_dl))
@@ -377,10 +392,51 @@ class AlphaNASObjective:
                 raise optuna.TrialPruned(f"pruned at step {step} (accuracy {accuracy:.4f})")
 
         try:
+            if teacher_trial:
+                done: list[FineTuneResult] = []
+
+                def fit(model: torch.nn.Module = sub) -> tuple[torch.nn.Module, float]:
+                    result = fine_tune(
+                        model, train_dl, eval_dl, cfg, self.accelerator, on_evaluate=on_evaluate
+                    )
+                    done.append(result)
+                    return self.accelerator.unwrap_model(model), result.accuracy
+
+                self.distilled_train(fit=fit)
+                if done:
+                    return done[0]
+                # Another worker had already made the teacher: train this trial as usual.
             return fine_tune(sub, train_dl, eval_dl, cfg, self.accelerator, on_evaluate=on_evaluate)
         finally:
             del sub
             self._cleanup()
+
+    def distilled_train(self, fit: Any = None) -> TokenizedSplit:
+        """The training split with the teacher's logits (``training.distill``): read from the
+        machine's cache, or computed once (see :func:`alphanas_optuna.distill.teacher_for`); the
+        teacher trains at the study's seed, so one teacher serves every trial."""
+        from alphanas_optuna.distill import teacher_for, with_teacher
+
+        key = self.fidelity
+        if self._distilled is None or self._distilled[0] != key:
+            teacher = teacher_for(
+                self.model,
+                self.train,
+                self.validation,
+                self.training,
+                self.accelerator,
+                pad_token_id=self.pad_token_id,
+                fit=fit,
+            )
+            if not teacher.cached:
+                _logger.info(
+                    "Distillation teacher: validation accuracy %.4f, %.0f s (cached for the "
+                    "other trials and workers)",
+                    teacher.accuracy,
+                    teacher.seconds,
+                )
+            self._distilled = (key, with_teacher(self.train, teacher.logits))
+        return self._distilled[1]
 
     def _earlier_result(
         self, trial: optuna.Trial, record: TrialRecord

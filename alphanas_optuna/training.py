@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from alphanas_optuna.data import BATCHING, TokenizedSplit, make_dataloader
+from alphanas_optuna.distill import DistillConfig, distillation_loss
 
 __all__ = [
     "FineTuneResult",
@@ -70,6 +71,9 @@ class TrainingConfig:
         micro_batch_tokens: Padded tokens of one micro-batch with ``"length-split"`` (examples
             times the longest one); also bounds a forward pass's activation memory.
         seed: Seed of initialisation of new heads, data order and dropout.
+        distill: Learn from a teacher's soft predictions as well as the labels
+            (:class:`~alphanas_optuna.distill.DistillConfig`); the training batches must then
+            carry ``teacher_logits`` (see :func:`alphanas_optuna.distill.teacher_for`).
     """
 
     epochs: float = 1.0
@@ -87,6 +91,7 @@ class TrainingConfig:
     batching: str = "length-split"
     micro_batch_tokens: int = 1024
     seed: int = 0
+    distill: DistillConfig | None = None
 
     def __post_init__(self) -> None:
         checks = {
@@ -105,6 +110,7 @@ class TrainingConfig:
             "micro_batch_tokens": isinstance(self.micro_batch_tokens, int)
             and self.micro_batch_tokens >= 1,
             "seed": isinstance(self.seed, int) and 0 <= self.seed < 2**32,
+            "distill": self.distill is None or isinstance(self.distill, DistillConfig),
         }
         allowed = {
             "epochs": "> 0",
@@ -121,6 +127,7 @@ class TrainingConfig:
             "batching": f"one of {BATCHING}",
             "micro_batch_tokens": "an integer >= 1",
             "seed": "an integer in [0, 2**32)",
+            "distill": "None or a DistillConfig (alpha, temperature)",
         }
         for name, ok in checks.items():
             if not ok:
@@ -224,7 +231,7 @@ def fine_tune(
                 batch_loss = 0.0
                 for part in parts:
                     share = int(part["labels"].shape[0]) / size
-                    loss = model(**part).loss * share
+                    loss = _loss(model, part, config.distill) * share
                     accelerator.backward(loss / accum)
                     batch_loss = batch_loss + loss.detach()
                 # One device-to-host wait per batch, not per micro-batch.
@@ -262,6 +269,25 @@ def fine_tune(
         train_examples_seen=seen,
         history=history,
         eval_seconds=eval_seconds,
+    )
+
+
+def _loss(model: torch.nn.Module, batch: dict[str, Any], distill: DistillConfig | None) -> Any:
+    teacher = batch.pop("teacher_logits", None)
+    if distill is None:
+        return model(**batch).loss
+    if teacher is None:
+        raise ValueError(
+            "training.distill is set but the training batches carry no teacher_logits; attach "
+            "the teacher's logits with alphanas_optuna.distill.with_teacher"
+        )
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return distillation_loss(
+        logits,
+        teacher,
+        batch["labels"],
+        alpha=distill.alpha,
+        temperature=distill.temperature,
     )
 
 

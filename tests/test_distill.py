@@ -1,0 +1,378 @@
+"""Distillation: the loss against hand-computed values, the loop's plumbing, the teacher's cache
+(one fine-tune per machine, shared by workers), the objective's fidelity, and bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from tiny_models import tiny_model, tiny_tokenizer
+
+from alphanas_optuna import AlphaNASObjective, FitnessConfig
+from alphanas_optuna.config import StudyConfig, StudyConfigError, parse_study_config
+from alphanas_optuna.data import TokenizedSplit, tokenize_split
+from alphanas_optuna.distill import (
+    DistillConfig,
+    check_teacher,
+    distillation_loss,
+    predict_logits,
+    teacher_for,
+    with_teacher,
+)
+from alphanas_optuna.final import final_fine_tune
+from alphanas_optuna.objective import get_accelerator
+from alphanas_optuna.training import TrainingConfig, fine_tune, make_loaders
+
+POS = ["great movie", "loved it", "excellent acting", "wonderful story", "best film", "really fun"]
+NEG = ["awful plot", "hated it", "terrible acting", "boring story", "worst film", "a waste"]
+
+
+def _toy(n: int, seed: int) -> TokenizedSplit:
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    texts = []
+    for y in labels:
+        words = POS if y else NEG
+        texts.append(" ".join(rng.choice(words, size=rng.integers(1, 4))) + " the movie")
+    return tokenize_split(texts, labels, tiny_tokenizer(), 32, cache_dir="")
+
+
+TRAIN = _toy(64, 0)
+VALID = _toy(48, 1)
+FAST = TrainingConfig(
+    epochs=8, learning_rate=1e-2, batch_size=16, warmup_ratio=0.0, seed=0, freeze_embeddings=False
+)
+
+
+def _model(n_layers: int = 3, num_labels: int = 2) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = tiny_model("bert", n_layers=n_layers, num_labels=num_labels)
+    for module in model.modules():  # no dropout: two runs can match exactly
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
+
+
+@pytest.fixture
+def steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts AdamW optimizer steps taken anywhere."""
+    calls: list[int] = []
+    original = torch.optim.AdamW.step
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counting)
+    return calls
+
+
+# ------------------------------------------------------------------------------------- the loss
+
+
+def test_the_loss_matches_a_hand_computation() -> None:
+    student = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    teacher = torch.tensor([[0.0, 1.0], [3.0, 1.0]])
+    labels = torch.tensor([0, 1])
+    alpha, t = 0.3, 2.0
+
+    def softmax(row: list[float]) -> list[float]:
+        e = [math.exp(v) for v in row]
+        return [v / sum(e) for v in e]
+
+    kl = ce = 0.0
+    for s_row, t_row, y in zip(student.tolist(), teacher.tolist(), labels.tolist(), strict=True):
+        p_t = softmax([v / t for v in t_row])
+        p_s = softmax([v / t for v in s_row])
+        kl += sum(a * math.log(a / b) for a, b in zip(p_t, p_s, strict=True))
+        ce += -math.log(softmax(s_row)[y])
+    expected = alpha * t * t * kl / 2 + (1 - alpha) * ce / 2
+    got = distillation_loss(student, teacher, labels, alpha=alpha, temperature=t)
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+    # alpha = 0 is plain cross-entropy; a teacher equal to the student adds nothing at alpha = 1.
+    plain = distillation_loss(student, teacher, labels, alpha=0.0, temperature=t)
+    assert float(plain) == pytest.approx(ce / 2, rel=1e-6)
+    same = distillation_loss(student, student, labels, alpha=1.0, temperature=t)
+    assert float(same) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_the_loss_is_float32_for_half_precision_logits() -> None:
+    student = torch.tensor([[1.0, 0.0]], dtype=torch.bfloat16, requires_grad=True)
+    loss = distillation_loss(
+        student, torch.tensor([[0.0, 1.0]]), torch.tensor([0]), alpha=0.5, temperature=2.0
+    )
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert student.grad is not None and torch.isfinite(student.grad.float()).all()
+
+
+def test_distill_config_refuses_bad_values() -> None:
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\], got 1.5"):
+        DistillConfig(alpha=1.5)
+    with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
+        DistillConfig(temperature=0)
+    with pytest.raises(ValueError, match="distill must be None or a DistillConfig"):
+        TrainingConfig(distill={"alpha": 0.5})  # type: ignore[arg-type]
+
+
+# -------------------------------------------------------------------------------- the loop
+
+
+def _train(split: TokenizedSplit, config: TrainingConfig) -> tuple[torch.nn.Module, float]:
+    model = _model()
+    train_dl, eval_dl = make_loaders(split, VALID, config, pad_token_id=0)
+    result = fine_tune(model, train_dl, eval_dl, config, get_accelerator())
+    return model, result.accuracy
+
+
+@pytest.mark.parametrize(
+    ("batching", "accumulation"), [("length-split", 1), ("random", 2), ("length-grouped", 1)]
+)
+def test_alpha_zero_trains_exactly_as_without_distillation(
+    batching: str, accumulation: int
+) -> None:
+    config = dataclasses.replace(
+        FAST, batching=batching, gradient_accumulation_steps=accumulation, micro_batch_tokens=64
+    )
+    plain, _ = _train(TRAIN, config)
+    noise = np.random.default_rng(0).normal(size=(len(TRAIN), 2)).astype(np.float32)
+    distilled, _ = _train(
+        with_teacher(TRAIN, noise),
+        dataclasses.replace(config, distill=DistillConfig(alpha=0.0, temperature=3.0)),
+    )
+    for a, b in zip(plain.parameters(), distilled.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("batching", ["length-split", "random"])
+def test_the_student_follows_the_teacher(batching: str) -> None:
+    # A teacher that says the opposite of every label: learning from it alone (alpha = 1) must
+    # turn the student against the labels; learning from the labels alone must not.
+    flipped = np.where(TRAIN.labels[:, None] == np.arange(2)[None, :], -4.0, 4.0).astype(np.float32)
+    split = with_teacher(TRAIN, flipped)
+    config = dataclasses.replace(FAST, batching=batching, micro_batch_tokens=64)
+    _, labels_only = _train(split, dataclasses.replace(config, distill=DistillConfig(alpha=0.0)))
+    _, teacher_only = _train(split, dataclasses.replace(config, distill=DistillConfig(alpha=1.0)))
+    assert labels_only >= 0.9
+    assert teacher_only <= 0.1
+
+
+def test_distill_without_teacher_logits_is_refused() -> None:
+    with pytest.raises(ValueError, match="carry no teacher_logits"):
+        _train(TRAIN, dataclasses.replace(FAST, distill=DistillConfig()))
+
+
+def test_with_teacher_refuses_logits_of_another_split() -> None:
+    with pytest.raises(ValueError, match=r"shape \(3, 2\), expected \(64, classes\)"):
+        with_teacher(TRAIN, np.zeros((3, 2)))
+
+
+def test_predict_logits_are_in_the_splits_order() -> None:
+    model = _model()
+    model.eval()
+    got = predict_logits(model, VALID, pad_token_id=0, batch_size=7, accelerator=get_accelerator())
+    with torch.no_grad():
+        for i in (0, 5, 17, 47):
+            ids = torch.as_tensor(VALID.input_ids[i], dtype=torch.long)[None]
+            one = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0]
+            assert np.allclose(got[i], one.numpy(), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ the teacher
+
+
+def test_the_teacher_is_trained_once_and_then_read_from_the_cache(tmp_path, steps) -> None:
+    model = _model()
+    acc = get_accelerator()
+    first = teacher_for(model, TRAIN, VALID, FAST, acc, pad_token_id=0, cache_dir=tmp_path)
+    trained_steps = len(steps)
+    assert trained_steps == FAST.total_steps(math.ceil(len(TRAIN) / FAST.batch_size))
+    assert not first.cached and first.accuracy >= 0.9 and first.logits.shape == (len(TRAIN), 2)
+    # The teacher's logits are those of the full model fine-tuned with the student's settings.
+    again, accuracy = _train(TRAIN, FAST)
+    assert accuracy == first.accuracy
+    direct = predict_logits(again, TRAIN, pad_token_id=0, batch_size=64, accelerator=acc)
+    assert np.allclose(direct, first.logits, atol=1e-5)
+
+    steps.clear()
+    second = teacher_for(
+        model,
+        TRAIN,
+        VALID,
+        dataclasses.replace(FAST, distill=DistillConfig(alpha=0.9), evaluations=3),
+        acc,
+        pad_token_id=0,
+        cache_dir=tmp_path,
+    )
+    assert second.cached and not steps and second.key == first.key
+    assert np.array_equal(second.logits, first.logits)
+    # Anything the teacher depends on makes another one: its seed, its settings, the data.
+    for change in (
+        {"seed": 1},
+        {"training": dataclasses.replace(FAST, learning_rate=5e-3)},
+        {"train": _toy(64, 7)},
+    ):
+        kwargs = {"training": FAST, "train": TRAIN, **change}
+        other = teacher_for(
+            model,
+            kwargs["train"],
+            VALID,
+            kwargs["training"],
+            acc,
+            pad_token_id=0,
+            seed=kwargs.get("seed"),
+            cache_dir=tmp_path,
+        )
+        assert not other.cached and other.key != first.key
+
+
+def test_a_second_worker_waits_for_the_first_ones_teacher(tmp_path) -> None:
+    model = _model()
+    acc = get_accelerator()
+    calls: list[str] = []
+    out: dict[str, object] = {}
+
+    def slow_fit():
+        calls.append("first")
+        time.sleep(1.5)
+        return model, 0.5
+
+    def second_fit():
+        calls.append("second")
+        return model, 0.5
+
+    def worker(name, fit):
+        out[name] = teacher_for(
+            model, TRAIN, VALID, FAST, acc, pad_token_id=0, fit=fit, cache_dir=tmp_path
+        )
+
+    a = threading.Thread(target=worker, args=("a", slow_fit))
+    a.start()
+    time.sleep(0.3)
+    b = threading.Thread(target=worker, args=("b", second_fit))
+    b.start()
+    a.join()
+    b.join()
+    assert calls == ["first"]
+    assert out["b"].cached and np.array_equal(out["a"].logits, out["b"].logits)
+
+
+def test_a_teacher_of_other_labels_or_vocabulary_is_refused(tmp_path) -> None:
+    student = _model()
+    with pytest.raises(
+        ValueError, match="teacher has num_labels=3 but the student has num_labels=2"
+    ):
+        check_teacher(_model(num_labels=3), student)
+    other = _model()
+    other.config.vocab_size = student.config.vocab_size + 1
+    with pytest.raises(ValueError, match="vocab_size=.*: its vocabulary do not match"):
+        teacher_for(
+            student,
+            TRAIN,
+            VALID,
+            FAST,
+            get_accelerator(),
+            pad_token_id=0,
+            trained=other,
+            cache_dir=tmp_path,
+        )
+
+
+# ---------------------------------------------------------------------------- the objective
+
+
+def _objective(training: TrainingConfig) -> AlphaNASObjective:
+    return AlphaNASObjective(
+        model=_model(),
+        pad_token_id=0,
+        train=TRAIN,
+        validation=VALID,
+        training=training,
+        fitness=FitnessConfig(lambda_per_million=0.0, min_accuracy=0.0),
+    )
+
+
+def _run(objective: AlphaNASObjective, masks: list[str]) -> optuna.Study:
+    study = optuna.create_study(direction="maximize")
+    for m in masks:
+        study.enqueue_trial({f"layer_{i:02d}": int(b) for i, b in enumerate(m)})
+    study.optimize(objective, n_trials=len(masks))
+    return study
+
+
+def test_the_full_mask_trial_is_the_teacher_and_other_workers_reuse_it(steps) -> None:
+    distilled = dataclasses.replace(FAST, distill=DistillConfig(alpha=0.5, temperature=2.0))
+    per_trial = FAST.total_steps(math.ceil(len(TRAIN) / FAST.batch_size))
+    worker = _objective(distilled)
+    study = _run(worker, ["111", "101"])
+    # Two fine-tunes, not three: the full-mask trial trained the teacher.
+    assert len(steps) == 2 * per_trial
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    plain = _objective(FAST)
+    assert worker.fidelity != plain.fidelity  # distilled results never stand in for plain ones
+    # The full-mask trial trained exactly as a plain one (it is the teacher).
+    steps.clear()
+    plain_full = _run(plain, ["111"]).trials[0]
+    assert plain_full.user_attrs["accuracy"] == study.trials[0].user_attrs["accuracy"]
+    # Another worker of the same study on this machine reads the teacher from the cache.
+    steps.clear()
+    other = _run(_objective(distilled), ["011"])
+    assert len(steps) == per_trial
+    assert other.trials[0].user_attrs["fidelity"] == study.trials[0].user_attrs["fidelity"]
+
+
+def test_final_fine_tune_learns_from_a_given_teacher_without_training_it(tmp_path, steps) -> None:
+    base = _model()
+    acc = get_accelerator()
+    teacher, _ = final_fine_tune(base, "111", TRAIN, VALID, FAST, acc, pad_token_id=0)
+    distilled = dataclasses.replace(FAST, distill=DistillConfig(alpha=0.5))
+    steps.clear()
+    student, result = final_fine_tune(
+        base, "101", TRAIN, VALID, distilled, acc, pad_token_id=0, teacher=teacher
+    )
+    per_trial = FAST.total_steps(math.ceil(len(TRAIN) / FAST.batch_size))
+    assert len(steps) == per_trial and result.accuracy >= 0.8
+    # The full mask is the teacher: with distill on, it still trains without it.
+    steps.clear()
+    _, full = final_fine_tune(base, "111", TRAIN, VALID, distilled, acc, pad_token_id=0)
+    assert len(steps) == per_trial
+
+
+# ----------------------------------------------------------------------------- study files
+
+
+def _raw(distill: object) -> dict:
+    return {
+        "model": {"name": "m"},
+        "data": {"source": "d"},
+        "training": {"distill": distill},
+    }
+
+
+def test_study_files_take_distill_as_an_inline_table() -> None:
+    config = parse_study_config(_raw({"alpha": 0.25, "temperature": 4}))
+    assert config.training.distill == DistillConfig(alpha=0.25, temperature=4.0)
+    again = StudyConfig.from_dict(config.to_dict())
+    assert again.training.distill == config.training.distill
+    assert parse_study_config(_raw({})).training.distill == DistillConfig()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"alpha": 2}, r"<study>: \[training.distill\] alpha must be in \[0, 1\], got 2.0"),
+        ({"beta": 1}, r"unknown key \[training.distill\] 'beta'; allowed keys: alpha, temperature"),
+        ({"temperature": "hot"}, r"\[training.distill\] temperature must be a number, got 'hot'"),
+        (0.5, r"\[training\] distill must be a table \{ alpha = \.\.\., temperature = \.\.\. \}"),
+        ("all", r"\[training\] distill must be a table"),
+    ],
+)
+def test_bad_distill_values_name_the_key(value: object, message: str) -> None:
+    with pytest.raises(StudyConfigError, match=message):
+        parse_study_config(_raw(value))
