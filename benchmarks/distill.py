@@ -13,6 +13,7 @@ Rows go to `benchmarks/data/distill-minilm-imdb.csv` (columns
 
     python benchmarks/distill.py run --data ../shared/data/imdb --seeds 0 1 2 3 4 --depths 2 3 4
     python benchmarks/distill.py sweep --data ../shared/data/imdb      # alpha x T, validation only
+    python benchmarks/distill.py search --data ../shared/data/imdb     # the quickstart, with and without
     python benchmarks/distill.py collect
 
 An interrupted run resumes: rows already in the CSV are not run again.
@@ -194,6 +195,41 @@ def phase_sweep(data: str | None, k: int, seeds: list[int]) -> None:
             print(f"{key}: validation {result.accuracy:.4f}", flush=True)
 
 
+def phase_search(data: str | None, seed: int) -> None:
+    """`studies/quickstart.toml` searched with and without distillation (same sampler seed): does
+    distillation change the study's answer?"""
+    import optuna
+
+    from alphanas_optuna.answer import winner
+    from alphanas_optuna.search import search
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    base = load_study_config(ROOT / "studies" / "quickstart.toml")
+    if data:
+        base = base.replace(data=dataclasses.replace(base.data, source=data))
+    base = base.replace(sampler={**base.sampler, "seed": seed})
+    (ROOT / "runs").mkdir(exist_ok=True)
+    answers = {}
+    for name, distill in (("plain", None), ("distilled", DISTILL)):
+        config = base.replace(training=dataclasses.replace(base.training, distill=distill))
+        study_name = f"distill-search-{name}-{seed}"
+        storage = f"sqlite:///{ROOT / 'runs' / (study_name + '.db')}"
+        search(config, storage=storage, study_name=study_name, progress=False)
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        w = winner(study)
+        seconds = sum(float(t.user_attrs.get("train_seconds") or 0) for t in study.trials)
+        answers[name] = {
+            "mask": w.mask,
+            "quality": w.quality,
+            "stderr": w.stderr,
+            "accuracy": w.accuracy,
+            "n_evaluations": w.n_evaluations,
+            "train_seconds": seconds,
+        }
+        print(f"{name}: {answers[name]}", flush=True)
+    (ROOT / "runs" / f"distill-search-{seed}.json").write_text(json.dumps(answers, indent=1))
+
+
 def phase_collect() -> None:
     with OUT_CSV.open() as f:
         rows = list(csv.DictReader(f))
@@ -220,16 +256,19 @@ def phase_collect() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("phase", choices=["run", "sweep", "collect"])
+    parser.add_argument("phase", choices=["run", "sweep", "search", "collect"])
     parser.add_argument("--data", default=None, help="local IMDB folder (train/test parquet)")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
     parser.add_argument("--depths", type=int, nargs="*", default=[2, 3, 4])
     parser.add_argument("--k", type=int, default=2, help="depth of the sweep's mask")
+    parser.add_argument("--seed", type=int, default=0, help="sampler seed (phase search)")
     args = parser.parse_args(argv)
     if args.phase == "run":
         phase_run(args.data, args.depths, args.seeds)
     elif args.phase == "sweep":
         phase_sweep(args.data, args.k, args.seeds)
+    elif args.phase == "search":
+        phase_search(args.data, args.seed)
     else:
         phase_collect()
     return 0

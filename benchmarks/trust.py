@@ -64,7 +64,7 @@ def phase_search(seed: int, data: str | None) -> None:
     import torch
 
     from alphanas_optuna.answer import estimates_of
-    from alphanas_optuna.confirm import CONFIRMATION_KEY, confirm
+    from alphanas_optuna.confirm import confirm
     from alphanas_optuna.search import search
 
     torch.set_num_threads(1)
@@ -98,19 +98,7 @@ def phase_search(seed: int, data: str | None) -> None:
             "candidates": chosen[k],
         }
     confirm_cpu = time.process_time() - start
-    # What the search and its confirmation cost over every run of this phase (a resumed phase's
-    # own process time misses what earlier runs did): their trials' training seconds.
-    study = optuna.load_study(study_name=name, storage=storage)
-    search_cpu = sum(
-        float(t.user_attrs.get("train_seconds") or 0.0)
-        for t in study.trials
-        if CONFIRMATION_KEY not in t.system_attrs
-    )
-    confirm_cpu = sum(
-        float(t.user_attrs.get("train_seconds") or 0.0)
-        for t in study.trials
-        if CONFIRMATION_KEY in t.system_attrs
-    )
+    search_cpu, confirm_cpu = training_seconds(seed)
     out = RUNS / f"trust-{seed}-winners.json"
     out.write_text(
         json.dumps(
@@ -124,6 +112,25 @@ def phase_search(seed: int, data: str | None) -> None:
         )
     )
     print(f"search seed {seed}: {winners} -> {out}")
+
+
+def training_seconds(seed: int) -> tuple[float, float]:
+    """What a search seed's search and its confirmation cost over every run (a resumed phase's
+    own process time misses what earlier runs did): their trials' training seconds."""
+    import optuna
+
+    from alphanas_optuna.sampler.digest import CONFIRMATION_KEY
+
+    storage, name = storage_for(seed)
+    study = optuna.load_study(study_name=name, storage=storage)
+    search = confirm = 0.0
+    for t in study.get_trials(deepcopy=False):
+        seconds = float(t.user_attrs.get("train_seconds") or 0.0)
+        if CONFIRMATION_KEY in t.system_attrs:
+            confirm += seconds
+        else:
+            search += seconds
+    return search, confirm
 
 
 def _measured_accuracy(study) -> dict[str, float]:
@@ -275,10 +282,10 @@ def phase_collect(seeds: list[int]) -> None:
         writer.writerows(rows)
     cpu = []
     for s in seeds:
-        path = RUNS / f"trust-{s}-winners.json"
-        if path.exists():
-            info = json.loads(path.read_text())
-            cpu.append(info["search_cpu_seconds"] + info["confirm_cpu_seconds"])
+        if (RUNS / f"trust-{s}.db").exists():
+            search, confirm = training_seconds(s)
+            print(f"search seed {s}: search {search:.0f} s + confirm {confirm:.0f} s of training")
+            cpu.append(search + confirm)
     rule_seconds = [seconds[k] for k in seconds]
     print(f"Rows: {OUT_CSV} ({len(rows)} runs)\n")
     for k in DEPTHS:
