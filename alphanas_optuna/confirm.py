@@ -108,10 +108,13 @@ def confirm_training_config(config: StudyConfig, seed: int) -> TrainingConfig:
 
 def fidelity(config: StudyConfig) -> str:
     """What a confirmation run's accuracy depends on, as a short digest."""
+    training = dataclasses.asdict(confirm_training_config(config, 0))
+    if training["distill"] is None:
+        del training["distill"]  # confirmations from before distillation keep their fidelity
     payload = {
         "model": config.model.name,
         "data": {k: v for k, v in config.to_dict()["data"].items() if k != "source"},
-        "training": dataclasses.asdict(confirm_training_config(config, 0)),
+        "training": training,
         "train_size": confirm_data_config(config).train_size,
     }
     return (

@@ -158,3 +158,38 @@ def test_candidates_top_estimates_or_the_best_of_each_depth_on_a_front() -> None
     assert candidates(single, 2) == ranked[:2]
     # Two objectives: the best of each depth on the front (010 beats 100; 110 beats 011).
     assert candidates(two, 1) == ["010", "110", "111"]
+
+
+def test_distilled_confirmation_runs_share_one_teacher_and_have_their_own_fidelity(
+    searched: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+    import io
+    import math
+
+    import torch
+
+    from alphanas_optuna.config import load_study_config
+    from alphanas_optuna.confirm import confirm, fidelity
+    from alphanas_optuna.distill import DistillConfig
+
+    plain = load_study_config(searched)
+    config = plain.replace(training=dataclasses.replace(plain.training, distill=DistillConfig()))
+    assert fidelity(config) != fidelity(plain)
+    steps: list[int] = []
+    original = torch.optim.AdamW.step
+
+    def counting(self, *args, **kwargs):
+        steps.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counting)
+    ranking = confirm(
+        config, "sqlite:///tiny.db", "tiny", masks=["1100", "0110"], out=io.StringIO()
+    )
+    assert sorted(c.mask for c in ranking) == ["0110", "1100"]
+    assert all(len(c.seeds) == 2 for c in ranking)
+    per_run = 4 * math.ceil((160 - 48) / 16)  # [confirm] epochs x batches of all the rest
+    # Four runs and one teacher (at the first seed), not one teacher per run.
+    assert len(steps) == 5 * per_run
+    assert {t.user_attrs["fidelity"] for t in _runs(_load())} == {fidelity(config)}

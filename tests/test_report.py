@@ -508,3 +508,34 @@ def test_report_checks_the_model_input_length_like_the_search(tiny_searched) -> 
         final.prepare_final(long, storage, name, need_test=True)
     with pytest.raises(ValueError, match=rf"max_length = {_MAX_POSITIONS + 1} is more than"):
         AlphaNASObjective.from_pretrained(config.model.name, data=long.data)
+
+
+def test_a_distilled_report_teaches_with_its_full_model_and_export_reuses_it(
+    tiny_searched, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alphanas_optuna.distill import DistillConfig, teacher_cache_dir
+
+    monkeypatch.setenv("ALPHANAS_CACHE", str(tmp_path / "cache"))
+    config, storage, name = tiny_searched
+    config = config.replace(
+        training=dataclasses.replace(config.training, distill=DistillConfig(alpha=0.7))
+    )
+    steps: list[int] = []
+    original = torch.optim.AdamW.step
+
+    def counting(self, *args, **kwargs):
+        steps.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counting)
+    per_fine_tune = 3 * math.ceil((160 - 48) / 16)  # [report] epochs x batches
+
+    text = report.table1(config, storage, name)
+    # The full model and the best mask: two fine-tunes; the full model is the teacher.
+    assert len(steps) == 2 * per_fine_tune
+    assert "distilled from the full model above (alpha 0.7, temperature 2)" in text
+    assert len(list(teacher_cache_dir().glob("*.npz"))) == 1
+
+    steps.clear()
+    report.export(config, storage, name, tmp_path / "exported")
+    assert len(steps) == per_fine_tune  # the teacher's logits came from the cache
