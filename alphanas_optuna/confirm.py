@@ -111,6 +111,8 @@ def fidelity(config: StudyConfig) -> str:
     training = dataclasses.asdict(confirm_training_config(config, 0))
     if training["distill"] is None:
         del training["distill"]  # confirmations from before distillation keep their fidelity
+    else:
+        training["teacher_seed"] = config.confirm.seed  # another teacher, other results
     payload = {
         "model": config.model.name,
         "data": {k: v for k, v in config.to_dict()["data"].items() if k != "source"},

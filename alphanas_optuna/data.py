@@ -763,6 +763,12 @@ def make_dataloader(
     split_tokens = micro_batch_tokens if shuffle and batching == "length-split" else None
     collate = _Collate(split, pad_token_id, split_tokens)
     # A batch sampler yields index lists; the collate function turns them into padded tensors.
+    # An evaluation loader draws its iterator's base seed from a generator of its own, not from
+    # torch's global one: evaluating in the middle of training then leaves the training's random
+    # stream (dropout) as it was, so a trial trains the same whatever its number of evaluations.
     return torch.utils.data.DataLoader(
-        _IndexDataset(len(split)), batch_sampler=sampler, collate_fn=collate
+        _IndexDataset(len(split)),
+        batch_sampler=sampler,
+        collate_fn=collate,
+        generator=None if shuffle else torch.Generator().manual_seed(0),
     )

@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,8 @@ __all__ = [
     "predict_logits",
     "teacher_cache_dir",
     "teacher_for",
+    "teacher_key",
+    "teacher_training",
     "with_teacher",
 ]
 
@@ -282,14 +285,7 @@ def teacher_for(
             teacher = accelerator.unwrap_model(teacher)
         else:
             check_teacher(teacher, model)
-            scored = predict_logits(
-                teacher,
-                validation,
-                pad_token_id=pad_token_id,
-                batch_size=settings.eval_batch_size,
-                accelerator=accelerator,
-            )
-            accuracy = float((scored.argmax(-1) == validation.labels).mean())
+            accuracy = math.nan  # measured by whoever trained it
         logits = predict_logits(
             teacher,
             train,
@@ -297,8 +293,9 @@ def teacher_for(
             batch_size=settings.eval_batch_size,
             accelerator=accelerator,
         )
-        del teacher
-        accelerator.free_memory()
+        if teacher is not trained:
+            del teacher
+            accelerator.free_memory()
         return logits, accuracy
 
     if cache_dir is not None and str(cache_dir) == "":
@@ -348,7 +345,7 @@ def _read(path: Path, key: str) -> Teacher | None:
                 True,
                 key,
             )
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None  # a damaged file is computed again
 
 

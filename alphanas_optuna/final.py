@@ -101,7 +101,7 @@ def final_fine_tune(
     from alphanas_optuna.synthesis import drop_layers
     from alphanas_optuna.training import fine_tune, make_loaders
 
-    if training.distill is not None:
+    if training.distill is not None and training.distill.alpha > 0:
         if all(int(b) for b in mask):
             training = dataclasses.replace(training, distill=None)
         elif train.teacher_logits is None:
@@ -179,7 +179,7 @@ class FinalSetup:
 
         return "1" * n_encoder_layers(self.model)
 
-    def fine_tune(self, mask: str, teacher: Any = None) -> tuple[Any, FineTuneResult]:
+    def fine_tune(self, mask: str) -> tuple[Any, FineTuneResult]:
         return final_fine_tune(
             self.model,
             mask,
@@ -188,8 +188,23 @@ class FinalSetup:
             self.training,
             self.accelerator,
             pad_token_id=self.pad_token_id,
-            teacher=teacher,
         )
+
+    def teach_with(self, full: Any) -> None:
+        """With ``[training] distill``: the fine-tuned full model ``full`` is the teacher of every
+        later :meth:`fine_tune` (its logits on the training examples are kept, not the model)."""
+        from alphanas_optuna.distill import teacher_for, with_teacher
+
+        teacher = teacher_for(
+            self.model,
+            self.train,
+            self.validation,
+            self.training,
+            self.accelerator,
+            pad_token_id=self.pad_token_id,
+            trained=full,
+        )
+        self.train = with_teacher(self.train, teacher.logits)
 
     def test_result(self, model: Any) -> TestResult:
         if self.test is None:
@@ -430,7 +445,6 @@ def build_table1(
     best_mask = setup.best_record.mask
     rows: list[Table1Row] = []
     results: dict[str, Table1Row] = {}
-    teacher = None
     for label, mask in (
         ("full", setup.full_mask),
         (f"best (trial {setup.best.number})", best_mask),
@@ -439,7 +453,7 @@ def build_table1(
         if mask in results:
             rows.append(dataclasses.replace(results[mask], label=label))
             continue
-        model, result = setup.fine_tune(mask, teacher=teacher)
+        model, result = setup.fine_tune(mask)
         row = Table1Row(
             label=label,
             mask=mask,
@@ -453,8 +467,9 @@ def build_table1(
                 for b in LATENCY_BATCHES
             },
         )
-        if mask == setup.full_mask and setup.training.distill is not None:
-            teacher = model  # the full model teaches the others (no second fine-tune of it)
+        distill = setup.training.distill
+        if mask == setup.full_mask and distill is not None and distill.alpha > 0:
+            setup.teach_with(model)  # the full model teaches the others: no second fine-tune
         del model
         results[mask] = row
         rows.append(row)

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -360,7 +361,7 @@ class AlphaNASObjective:
 
         train = self.train
         teacher_trial = False
-        if cfg.distill is not None:
+        if cfg.distill is not None and cfg.distill.alpha > 0:
             if all(mask):
                 # The full model is the teacher: it trains without distillation. Its first
                 # evaluation at the study's seed is the teacher's own fine-tune, so the teacher
@@ -382,8 +383,9 @@ class AlphaNASObjective:
             # The pruner compares what the study maximises, Q = A - lambda*N at this step: a raw
             # accuracy would stop small masks only for being small, whatever their Q.
             trial.report(self.fitness.quality(accuracy, record.n_params), step)
-            # Pruning at the last evaluation would only throw the finished result away.
-            if step < last_step and trial.should_prune():
+            # Pruning at the last evaluation would only throw the finished result away; a trial
+            # that trains the distillation teacher is never stopped (others would train it again).
+            if step < last_step and not teacher_trial and trial.should_prune():
                 record.accuracy = accuracy
                 record.train_seconds = round(time.perf_counter() - start, 3)
                 record.infeasible_reason = f"stopped by the pruner at step {step}"
@@ -411,7 +413,9 @@ class AlphaNASObjective:
             del sub
             self._cleanup()
 
-    def distilled_train(self, fit: Any = None) -> TokenizedSplit:
+    def distilled_train(
+        self, fit: Callable[[], tuple[torch.nn.Module, float]] | None = None
+    ) -> TokenizedSplit:
         """The training split with the teacher's logits (``training.distill``): read from the
         machine's cache, or computed once (see :func:`alphanas_optuna.distill.teacher_for`); the
         teacher trains at the study's seed, so one teacher serves every trial."""

@@ -274,7 +274,7 @@ def fine_tune(
 
 def _loss(model: torch.nn.Module, batch: dict[str, Any], distill: DistillConfig | None) -> Any:
     teacher = batch.pop("teacher_logits", None)
-    if distill is None:
+    if distill is None or distill.alpha == 0:  # alpha 0: the labels alone
         return model(**batch).loss
     if teacher is None:
         raise ValueError(

@@ -59,6 +59,12 @@ def _model(n_layers: int = 3, num_labels: int = 2) -> torch.nn.Module:
     return model
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test its own teacher cache: a teacher another test left must not answer for it."""
+    monkeypatch.setenv("ALPHANAS_CACHE", str(tmp_path / "cache"))
+
+
 @pytest.fixture
 def steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts AdamW optimizer steps taken anywhere."""
@@ -327,17 +333,32 @@ def test_the_full_mask_trial_is_the_teacher_and_other_workers_reuse_it(steps) ->
     assert other.trials[0].user_attrs["fidelity"] == study.trials[0].user_attrs["fidelity"]
 
 
-def test_final_fine_tune_learns_from_a_given_teacher_without_training_it(tmp_path, steps) -> None:
+def test_final_fine_tune_learns_from_a_given_teacher_without_training_it(
+    steps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alphanas_optuna import distill
+
     base = _model()
     acc = get_accelerator()
     teacher, _ = final_fine_tune(base, "111", TRAIN, VALID, FAST, acc, pad_token_id=0)
     distilled = dataclasses.replace(FAST, distill=DistillConfig(alpha=0.5))
+    assert not list(distill.teacher_cache_dir().glob("*.npz"))
+    asked: list[torch.nn.Module] = []
+    original = distill.predict_logits
+
+    def spy(model, *args, **kwargs):
+        asked.append(model)
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(distill, "predict_logits", spy)
     steps.clear()
     student, result = final_fine_tune(
         base, "101", TRAIN, VALID, distilled, acc, pad_token_id=0, teacher=teacher
     )
     per_trial = FAST.total_steps(math.ceil(len(TRAIN) / FAST.batch_size))
     assert len(steps) == per_trial and result.accuracy >= 0.8
+    assert asked == [teacher]  # its logits came from the given teacher
+    assert len(list(distill.teacher_cache_dir().glob("*.npz"))) == 1
     # The full mask is the teacher: with distill on, it still trains without it.
     steps.clear()
     _, full = final_fine_tune(base, "111", TRAIN, VALID, distilled, acc, pad_token_id=0)
@@ -376,3 +397,50 @@ def test_study_files_take_distill_as_an_inline_table() -> None:
 def test_bad_distill_values_name_the_key(value: object, message: str) -> None:
     with pytest.raises(StudyConfigError, match=message):
         parse_study_config(_raw(value))
+
+
+def test_a_damaged_cache_file_is_computed_again(tmp_path) -> None:
+    model = _model()
+    acc = get_accelerator()
+    first = teacher_for(model, TRAIN, VALID, FAST, acc, pad_token_id=0, cache_dir=tmp_path)
+    (tmp_path / f"{first.key}.npz").write_bytes(b"PK\x03\x04 truncated")
+    again = teacher_for(model, TRAIN, VALID, FAST, acc, pad_token_id=0, cache_dir=tmp_path)
+    assert not again.cached and np.allclose(again.logits, first.logits, atol=1e-5)
+
+
+def test_evaluations_in_the_middle_leave_training_as_it_was() -> None:
+    # With dropout on: the teacher of a study whose trials evaluate 3 times is the same model as
+    # one trained with a single evaluation (the cache key counts one).
+    def trained(evaluations: int) -> torch.nn.Module:
+        torch.manual_seed(0)
+        model = tiny_model("bert", n_layers=2)
+        config = dataclasses.replace(FAST, evaluations=evaluations, epochs=2)
+        train_dl, eval_dl = make_loaders(TRAIN, VALID, config, pad_token_id=0)
+        fine_tune(model, train_dl, eval_dl, config, get_accelerator())
+        return model
+
+    once, thrice = trained(1), trained(3)
+    assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in once.modules())
+    for a, b in zip(once.parameters(), thrice.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_the_teacher_trial_is_never_pruned_and_alpha_zero_needs_no_teacher(steps) -> None:
+    config = dataclasses.replace(FAST, evaluations=2)
+    per_trial = config.total_steps(math.ceil(len(TRAIN) / FAST.batch_size))
+
+    def run(training: TrainingConfig, mask: str) -> optuna.trial.FrozenTrial:
+        study = optuna.create_study(
+            direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.99)
+        )
+        study.enqueue_trial({f"layer_{i:02d}": int(b) for i, b in enumerate(mask)})
+        study.optimize(_objective(training), n_trials=1)
+        return study.trials[0]
+
+    assert run(config, "111").state == optuna.trial.TrialState.PRUNED
+    steps.clear()
+    teacher = run(dataclasses.replace(config, distill=DistillConfig()), "111")
+    assert teacher.state == optuna.trial.TrialState.COMPLETE and len(steps) == per_trial
+    steps.clear()
+    run(dataclasses.replace(config, distill=DistillConfig(alpha=0.0)), "101")
+    assert len(steps) == per_trial // 2  # pruned half-way, and no teacher was trained
