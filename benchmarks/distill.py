@@ -14,6 +14,7 @@ Rows go to `benchmarks/data/distill-minilm-imdb.csv` (columns
     python benchmarks/distill.py run --data ../shared/data/imdb --seeds 0 1 2 3 4 --depths 2 3 4
     python benchmarks/distill.py sweep --data ../shared/data/imdb      # alpha x T, validation only
     python benchmarks/distill.py search --data ../shared/data/imdb     # the quickstart, with and without
+    python benchmarks/distill.py timing --data ../shared/data/imdb     # student seconds, paired
     python benchmarks/distill.py collect
 
 An interrupted run resumes: rows already in the CSV are not run again.
@@ -230,6 +231,38 @@ def phase_search(data: str | None, seed: int) -> None:
     (ROOT / "runs" / f"distill-search-{seed}.json").write_text(json.dumps(answers, indent=1))
 
 
+def phase_timing(data: str | None, k: int, reps: int, steps: int) -> None:
+    """Seconds of a student's training with and without distillation, alternated back to back
+    (same mask, seed and batches), so that the machine's load hits both alike."""
+    from alphanas_optuna.final import final_fine_tune
+
+    config, training, task, accelerator = _setup(data, ("train", "validation"))
+    mask = best_masks([k])[k]
+    seconds: dict[int, list[float]] = {0: [], 1: []}
+    for rep in range(reps):
+        for distill in (0, 1) if rep % 2 == 0 else (1, 0):
+            cfg = dataclasses.replace(
+                training, max_steps=steps, distill=DISTILL if distill else None
+            )
+            _, result = final_fine_tune(
+                task.model,
+                mask,
+                task.tokenized["train"],
+                task.tokenized["validation"],
+                cfg,
+                accelerator,
+                pad_token_id=task.pad_token_id,
+                teacher_seed=TEACHER_SEED,
+            )
+            seconds[distill].append(result.seconds)
+            print(f"rep {rep} distill {distill}: {result.seconds:.1f} s", flush=True)
+    ratios = [b / a for a, b in zip(seconds[0], seconds[1], strict=True)]
+    mean, low, high = t_interval(ratios)
+    print(
+        f"{mask}, {steps} steps, {reps} pairs: time ratio with/without {mean:.3f} [{low:.3f}, {high:.3f}]"
+    )
+
+
 def phase_collect() -> None:
     with OUT_CSV.open() as f:
         rows = list(csv.DictReader(f))
@@ -256,7 +289,7 @@ def phase_collect() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("phase", choices=["run", "sweep", "search", "collect"])
+    parser.add_argument("phase", choices=["run", "sweep", "search", "timing", "collect"])
     parser.add_argument("--data", default=None, help="local IMDB folder (train/test parquet)")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
     parser.add_argument("--depths", type=int, nargs="*", default=[2, 3, 4])
@@ -269,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         phase_sweep(args.data, args.k, args.seeds)
     elif args.phase == "search":
         phase_search(args.data, args.seed)
+    elif args.phase == "timing":
+        phase_timing(args.data, args.k, reps=6, steps=60)
     else:
         phase_collect()
     return 0
