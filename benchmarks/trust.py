@@ -303,6 +303,25 @@ def phase_collect(seeds: list[int]) -> None:
             ci = f"[{low:.4f}, {high:.4f}]" if math.isfinite(low) else "–"
             print(f"| {kind} | {masks} | {len(sub)} | {mean:.4f} | {ci} |")
         print()
+    print("Do the search seeds agree? Each seed's winner over its final seeds:\n")
+    print("| k | search seed | mask | runs | mean test accuracy | 95% CI |")
+    print("|---:|---:|---|---:|---:|:---:|")
+    for k in DEPTHS:
+        spans = []
+        for s in seeds:
+            sub = [
+                r for r in rows if r["k"] == k and r["kind"] == "winner" and r["search_seed"] == s
+            ]
+            if not sub:
+                continue
+            mean, low, high = t_interval([float(r["test_accuracy"]) for r in sub])
+            spans.append((low, high))
+            ci = f"[{low:.4f}, {high:.4f}]" if math.isfinite(low) else "–"
+            print(f"| {k} | {s} | `{sub[0]['mask']}` | {len(sub)} | {mean:.4f} | {ci} |")
+        if len(spans) > 1 and all(math.isfinite(a) for a, _ in spans):
+            overlap = max(a for a, _ in spans) <= min(b for _, b in spans)
+            print(f"| {k} | | all intervals share a point: {'yes' if overlap else 'no'} | | | |")
+    print()
     if cpu and rule_seconds:
         print(
             f"Training seconds of search + confirm per search seed: {sum(cpu) / len(cpu):.0f} s (mean of "
