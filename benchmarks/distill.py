@@ -215,10 +215,19 @@ def phase_search(data: str | None, seed: int) -> None:
         config = base.replace(training=dataclasses.replace(base.training, distill=distill))
         study_name = f"distill-search-{name}-{seed}"
         storage = f"sqlite:///{ROOT / 'runs' / (study_name + '.db')}"
+        earlier = ROOT / "runs" / f"pruning-default-{seed}.db"
+        if distill is None and earlier.exists():
+            # benchmarks/pruning.py's default arm is this very search (its confirmation runs
+            # are left out below).
+            study_name, storage = f"pruning-default-{seed}", f"sqlite:///{earlier}"
         search(config, storage=storage, study_name=study_name, progress=False)
         study = optuna.load_study(study_name=study_name, storage=storage)
-        w = winner(study)
-        seconds = sum(float(t.user_attrs.get("train_seconds") or 0) for t in study.trials)
+        w = winner(study, use_confirmations=False)
+        seconds = sum(
+            float(t.user_attrs.get("train_seconds") or 0)
+            for t in study.trials
+            if not t.user_attrs.get("confirmation")
+        )
         answers[name] = {
             "mask": w.mask,
             "quality": w.quality,
