@@ -294,6 +294,27 @@ def phase_collect() -> None:
             f"| {k} | `{mask}` | {len(pairs)} | {sum(off) / len(off):.4f} | {sum(on) / len(on):.4f} "
             f"| {gain[0]:+.2f} | [{gain[1]:+.2f}, {gain[2]:+.2f}] | {t_on / t_off:.2f}x |"
         )
+    print("\nPer depth, both masks' pairs pooled:\n")
+    print("| k | pairs | paired gain (points) | 95% CI | time ratio (sum with / sum without) |")
+    print("|---:|---:|---:|:---:|---:|")
+    for k in sorted({k for k, _, _, _ in runs}):
+        keys = [(m, s) for kk, m, s, d in runs if kk == k and d == 0 and (k, m, s, 1) in runs]
+        if not keys:
+            continue
+        gains = [
+            100
+            * (
+                float(runs[(k, m, s, 1)]["test_accuracy"])
+                - float(runs[(k, m, s, 0)]["test_accuracy"])
+            )
+            for m, s in keys
+        ]
+        mean, low, high = t_interval(gains)
+        t_on = sum(float(runs[(k, m, s, 1)]["train_seconds"]) for m, s in keys)
+        t_off = sum(float(runs[(k, m, s, 0)]["train_seconds"]) for m, s in keys)
+        print(
+            f"| {k} | {len(keys)} | {mean:+.2f} | [{low:+.2f}, {high:+.2f}] | {t_on / t_off:.2f}x |"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
