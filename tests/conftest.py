@@ -13,6 +13,22 @@ POS = ["great movie", "loved it", "excellent acting", "wonderful story", "best f
 NEG = ["awful plot", "hated it", "terrible acting", "boring story", "worst film", "a waste"]
 
 
+@pytest.fixture
+def step_counter(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts AdamW optimizer steps taken anywhere."""
+    import torch
+
+    calls: list[int] = []
+    original = torch.optim.AdamW.step
+
+    def counting_step(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counting_step)
+    return calls
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Keep the tokenisation cache of tests out of the user's home."""

@@ -161,13 +161,11 @@ def test_candidates_top_estimates_or_the_best_of_each_depth_on_a_front() -> None
 
 
 def test_distilled_confirmation_runs_share_one_teacher_and_have_their_own_fidelity(
-    searched: Path, monkeypatch: pytest.MonkeyPatch
+    searched: Path, step_counter: list[int]
 ) -> None:
     import dataclasses
     import io
     import math
-
-    import torch
 
     from alphanas_optuna.config import load_study_config
     from alphanas_optuna.confirm import confirm, fidelity
@@ -176,14 +174,7 @@ def test_distilled_confirmation_runs_share_one_teacher_and_have_their_own_fideli
     plain = load_study_config(searched)
     config = plain.replace(training=dataclasses.replace(plain.training, distill=DistillConfig()))
     assert fidelity(config) != fidelity(plain)
-    steps: list[int] = []
-    original = torch.optim.AdamW.step
-
-    def counting(self, *args, **kwargs):
-        steps.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.AdamW, "step", counting)
+    steps = step_counter
     ranking = confirm(
         config, "sqlite:///tiny.db", "tiny", masks=["1100", "0110"], out=io.StringIO()
     )

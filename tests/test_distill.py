@@ -12,6 +12,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from conftest import NEG, POS
 from tiny_models import tiny_model, tiny_tokenizer
 
 from alphanas_optuna import AlphaNASObjective, FitnessConfig
@@ -28,9 +29,6 @@ from alphanas_optuna.distill import (
 from alphanas_optuna.final import final_fine_tune
 from alphanas_optuna.objective import get_accelerator
 from alphanas_optuna.training import TrainingConfig, fine_tune, make_loaders
-
-POS = ["great movie", "loved it", "excellent acting", "wonderful story", "best film", "really fun"]
-NEG = ["awful plot", "hated it", "terrible acting", "boring story", "worst film", "a waste"]
 
 
 def _toy(n: int, seed: int) -> TokenizedSplit:
@@ -63,20 +61,6 @@ def _model(n_layers: int = 3, num_labels: int = 2) -> torch.nn.Module:
 def _own_cache(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test its own teacher cache: a teacher another test left must not answer for it."""
     monkeypatch.setenv("ALPHANAS_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture
-def steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts AdamW optimizer steps taken anywhere."""
-    calls: list[int] = []
-    original = torch.optim.AdamW.step
-
-    def counting(self, *args, **kwargs):
-        calls.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.AdamW, "step", counting)
-    return calls
 
 
 # ------------------------------------------------------------------------------------- the loss
@@ -193,11 +177,11 @@ def test_predict_logits_are_in_the_splits_order() -> None:
 # ------------------------------------------------------------------------------ the teacher
 
 
-def test_the_teacher_is_trained_once_and_then_read_from_the_cache(tmp_path, steps) -> None:
+def test_the_teacher_is_trained_once_and_then_read_from_the_cache(tmp_path, step_counter) -> None:
     model = _model()
     acc = get_accelerator()
     first = teacher_for(model, TRAIN, VALID, FAST, acc, pad_token_id=0, cache_dir=tmp_path)
-    trained_steps = len(steps)
+    trained_steps = len(step_counter)
     assert trained_steps == FAST.total_steps(math.ceil(len(TRAIN) / FAST.batch_size))
     assert not first.cached and first.accuracy >= 0.9 and first.logits.shape == (len(TRAIN), 2)
     # The teacher's logits are those of the full model fine-tuned with the student's settings.
@@ -206,7 +190,7 @@ def test_the_teacher_is_trained_once_and_then_read_from_the_cache(tmp_path, step
     direct = predict_logits(again, TRAIN, pad_token_id=0, batch_size=64, accelerator=acc)
     assert np.allclose(direct, first.logits, atol=1e-5)
 
-    steps.clear()
+    step_counter.clear()
     second = teacher_for(
         model,
         TRAIN,
@@ -216,7 +200,7 @@ def test_the_teacher_is_trained_once_and_then_read_from_the_cache(tmp_path, step
         pad_token_id=0,
         cache_dir=tmp_path,
     )
-    assert second.cached and not steps and second.key == first.key
+    assert second.cached and not step_counter and second.key == first.key
     assert np.array_equal(second.logits, first.logits)
     # Anything the teacher depends on makes another one: its seed, its settings, the data.
     for change in (
@@ -312,29 +296,29 @@ def _run(objective: AlphaNASObjective, masks: list[str]) -> optuna.Study:
     return study
 
 
-def test_the_full_mask_trial_is_the_teacher_and_other_workers_reuse_it(steps) -> None:
+def test_the_full_mask_trial_is_the_teacher_and_other_workers_reuse_it(step_counter) -> None:
     distilled = dataclasses.replace(FAST, distill=DistillConfig(alpha=0.5, temperature=2.0))
     per_trial = FAST.total_steps(math.ceil(len(TRAIN) / FAST.batch_size))
     worker = _objective(distilled)
     study = _run(worker, ["111", "101"])
     # Two fine-tunes, not three: the full-mask trial trained the teacher.
-    assert len(steps) == 2 * per_trial
+    assert len(step_counter) == 2 * per_trial
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     plain = _objective(FAST)
     assert worker.fidelity != plain.fidelity  # distilled results never stand in for plain ones
     # The full-mask trial trained exactly as a plain one (it is the teacher).
-    steps.clear()
+    step_counter.clear()
     plain_full = _run(plain, ["111"]).trials[0]
     assert plain_full.user_attrs["accuracy"] == study.trials[0].user_attrs["accuracy"]
     # Another worker of the same study on this machine reads the teacher from the cache.
-    steps.clear()
+    step_counter.clear()
     other = _run(_objective(distilled), ["011"])
-    assert len(steps) == per_trial
+    assert len(step_counter) == per_trial
     assert other.trials[0].user_attrs["fidelity"] == study.trials[0].user_attrs["fidelity"]
 
 
 def test_final_fine_tune_learns_from_a_given_teacher_without_training_it(
-    steps, monkeypatch: pytest.MonkeyPatch
+    step_counter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from alphanas_optuna import distill
 
@@ -351,18 +335,18 @@ def test_final_fine_tune_learns_from_a_given_teacher_without_training_it(
         return original(model, *args, **kwargs)
 
     monkeypatch.setattr(distill, "predict_logits", spy)
-    steps.clear()
+    step_counter.clear()
     student, result = final_fine_tune(
         base, "101", TRAIN, VALID, distilled, acc, pad_token_id=0, teacher=teacher
     )
     per_trial = FAST.total_steps(math.ceil(len(TRAIN) / FAST.batch_size))
-    assert len(steps) == per_trial and result.accuracy >= 0.8
+    assert len(step_counter) == per_trial and result.accuracy >= 0.8
     assert asked == [teacher]  # its logits came from the given teacher
     assert len(list(distill.teacher_cache_dir().glob("*.npz"))) == 1
     # The full mask is the teacher: with distill on, it still trains without it.
-    steps.clear()
+    step_counter.clear()
     _, full = final_fine_tune(base, "111", TRAIN, VALID, distilled, acc, pad_token_id=0)
-    assert len(steps) == per_trial
+    assert len(step_counter) == per_trial
 
 
 # ----------------------------------------------------------------------------- study files
@@ -425,7 +409,7 @@ def test_evaluations_in_the_middle_leave_training_as_it_was() -> None:
         assert torch.equal(a, b)
 
 
-def test_the_teacher_trial_is_never_pruned_and_alpha_zero_needs_no_teacher(steps) -> None:
+def test_the_teacher_trial_is_never_pruned_and_alpha_zero_needs_no_teacher(step_counter) -> None:
     config = dataclasses.replace(FAST, evaluations=2)
     per_trial = config.total_steps(math.ceil(len(TRAIN) / FAST.batch_size))
 
@@ -438,9 +422,9 @@ def test_the_teacher_trial_is_never_pruned_and_alpha_zero_needs_no_teacher(steps
         return study.trials[0]
 
     assert run(config, "111").state == optuna.trial.TrialState.PRUNED
-    steps.clear()
+    step_counter.clear()
     teacher = run(dataclasses.replace(config, distill=DistillConfig()), "111")
-    assert teacher.state == optuna.trial.TrialState.COMPLETE and len(steps) == per_trial
-    steps.clear()
+    assert teacher.state == optuna.trial.TrialState.COMPLETE and len(step_counter) == per_trial
+    step_counter.clear()
     run(dataclasses.replace(config, distill=DistillConfig(alpha=0.0)), "101")
-    assert len(steps) == per_trial // 2  # pruned half-way, and no teacher was trained
+    assert len(step_counter) == per_trial // 2  # pruned half-way, and no teacher was trained

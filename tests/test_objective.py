@@ -36,20 +36,6 @@ FAST = TrainingConfig(
 )
 
 
-@pytest.fixture
-def step_counter(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts AdamW optimizer steps taken anywhere."""
-    calls: list[int] = []
-    original = torch.optim.AdamW.step
-
-    def counting_step(self, *args, **kwargs):
-        calls.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.AdamW, "step", counting_step)
-    return calls
-
-
 def _objective(n_layers: int = 3, **kwargs) -> AlphaNASObjective:
     torch.manual_seed(0)
     model = tiny_model("bert", n_layers=n_layers)

@@ -511,7 +511,7 @@ def test_report_checks_the_model_input_length_like_the_search(tiny_searched) -> 
 
 
 def test_a_distilled_report_teaches_with_its_full_model_and_export_reuses_it(
-    tiny_searched, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_searched, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step_counter: list[int]
 ) -> None:
     from alphanas_optuna.distill import DistillConfig, teacher_cache_dir
 
@@ -520,14 +520,7 @@ def test_a_distilled_report_teaches_with_its_full_model_and_export_reuses_it(
     config = config.replace(
         training=dataclasses.replace(config.training, distill=DistillConfig(alpha=0.7))
     )
-    steps: list[int] = []
-    original = torch.optim.AdamW.step
-
-    def counting(self, *args, **kwargs):
-        steps.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.AdamW, "step", counting)
+    steps = step_counter
     per_fine_tune = 3 * math.ceil((160 - 48) / 16)  # [report] epochs x batches
 
     text = report.table1(config, storage, name)
