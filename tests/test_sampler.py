@@ -15,7 +15,7 @@ import pytest
 from optuna.testing.pytest_samplers import BasicSamplerTestCase, MultiObjectiveSamplerTestCase
 from optuna.trial import TrialState
 
-from alphanas_optuna import AlphaNASSampler, suggest_mask
+from alphanas_optuna import AlphaNASSampler, suggest_mask, winner
 from alphanas_optuna.mask import format_mask, mask_from_params
 from alphanas_optuna.sampler.elites import select_elites
 
@@ -474,25 +474,6 @@ def test_surrogate_children_lie_within_search_radius() -> None:
         assert 1 <= flipped <= 2
 
 
-def test_surrogate_wastes_fewer_trials_on_infeasible_masks_than_plain() -> None:
-    def objective(trial: optuna.Trial) -> float:
-        mask = suggest_mask(trial, 10)
-        if sum(mask) >= 7:  # Too big.
-            raise optuna.TrialPruned()
-        return float(np.dot(WEIGHTS, mask))
-
-    def n_pruned(surrogate: bool) -> int:
-        total = 0
-        for seed in range(3):
-            sampler = AlphaNASSampler(seed=seed, surrogate=surrogate)
-            study = optuna.create_study(direction="maximize", sampler=sampler)
-            study.optimize(objective, n_trials=40)
-            total += sum(t.state == TrialState.PRUNED for t in study.trials)
-        return total
-
-    assert n_pruned(True) < n_pruned(False)
-
-
 def test_a_mask_claimed_by_another_trial_meanwhile_is_given_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -601,6 +582,21 @@ def test_noise_free_evaluations_need_fewer_reevaluations() -> None:
 
     noise_free, noisy = late_reevaluations(0.0), late_reevaluations(0.5)
     assert 2 * noise_free <= noisy
+
+
+def test_a_deterministic_objective_is_repeated_only_until_that_is_clear() -> None:
+    """Repeats that reproduce their values exactly, twice, mean a deterministic objective:
+    no further trial is spent on a repeat, and the answer is the best mask's own value."""
+    from alphanas_optuna.sampler.model import DETERMINISTIC_REPEATS
+
+    for seed in range(3):
+        study = optuna.create_study(direction="maximize", sampler=AlphaNASSampler(seed=seed))
+        study.optimize(_noisy_objective(0.0, seed), n_trials=60)
+        origins = [t.system_attrs[PROPOSAL]["origin"] for t in study.trials]
+        assert 1 <= origins.count("reevaluation") <= DETERMINISTIC_REPEATS
+        best = winner(study)
+        assert best.stderr == 0.0
+        assert best.quality == pytest.approx(study.best_value)
 
 
 def test_elites_rank_by_estimate_not_by_a_lucky_draw() -> None:

@@ -31,8 +31,8 @@ from alphanas_optuna.sampler.elites import crowding_distance, non_domination_ran
 from alphanas_optuna.sampler.evidence import Evidence, estimate
 from alphanas_optuna.sampler.model import (
     FeasibilityModel,
-    RunningRidge,
     ValueModel,
+    logistic_map,
     noise_variance,
     value_features,
 )
@@ -75,6 +75,18 @@ def test_noise_variance_pools_repeats_with_its_prior() -> None:
     assert noise_variance(np.array([1, 3, 2]), np.array([0.0, 0.5, 0.25]), 0.25, 1.0) == 0.25
     # Without repeats the prior is all there is.
     assert noise_variance(np.array([1, 1]), np.array([0.0, 0.0]), 0.3, 0.5) == pytest.approx(0.3)
+
+
+def test_noise_variance_is_zero_once_two_repeats_reproduced_their_values() -> None:
+    # One exact repeat: (0.5 * 0.3 + 0) / (0.5 + 1) = 0.1, the prior still speaks.
+    assert noise_variance(np.array([2, 1]), np.array([0.0, 0.0]), 0.3, 0.5) == pytest.approx(0.1)
+    # Two: a deterministic objective.
+    assert noise_variance(np.array([2, 2]), np.array([0.0, 0.0]), 0.3, 0.5) == 0.0
+    assert noise_variance(np.array([3]), np.array([0.0]), 0.3, 0.5) == 0.0
+    # Any spread at all and it is noise again: (0.15 + 1e-6) / 2.5.
+    assert noise_variance(np.array([2, 2]), np.array([0.0, 1e-6]), 0.3, 0.5) == pytest.approx(
+        (0.15 + 1e-6) / 2.5
+    )
 
 
 def test_posterior_shrinks_a_mask_towards_the_linear_part_by_hand() -> None:
@@ -136,21 +148,6 @@ def test_fit_needs_three_masks_and_repeats_that_agree_mean_little_noise() -> Non
     assert sd_many.max() < sd_few.min()
 
 
-def test_running_ridge_gives_the_batch_ridge_fit() -> None:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(40, 5))
-    y = x @ rng.normal(size=5) + rng.normal(0, 0.1, 40)
-    sums = RunningRidge(5)
-    for row, value in zip(x, y, strict=True):
-        sums.add(row, float(value))
-    x_mean, coef, y_mean = sums.fit(prior=2.0)
-    xc = x - x.mean(axis=0)
-    expected = np.linalg.solve(xc.T @ xc + 2.0 * np.eye(5), xc.T @ (y - y.mean()))
-    np.testing.assert_allclose(coef, expected, rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(x_mean, x.mean(axis=0))
-    assert y_mean == pytest.approx(y.mean())
-
-
 def test_feasibility_model_learns_that_deep_masks_are_pruned() -> None:
     rng = np.random.default_rng(1)
     model = FeasibilityModel(8)
@@ -159,8 +156,36 @@ def test_feasibility_model_learns_that_deep_masks_are_pruned() -> None:
         model.add(int(m), bin(int(m)).count("1") < 6)
     deep = np.array([0b01111111, 0b11111101, 0b11101111], dtype=np.int64)
     shallow = np.array([0b00001111, 0b01010101, 0b11100001], dtype=np.int64)
-    assert model.p_feasible(deep).max() < 0.2
-    assert model.p_feasible(shallow).min() > 0.8
+    # Few depth-7 masks are among the 80 (8 exist), so the prior keeps some doubt.
+    assert model.p_feasible(deep).max() < 0.3
+    assert model.p_feasible(shallow).min() > 0.9
+
+
+def test_feasibility_model_learns_that_dropping_either_top_layer_collapses() -> None:
+    """An AND of bits (feasible only with layers 6 and 7), as when dropping any top layer
+    collapses the model: the log-odds are linear in it, so a mask lacking either is unlikely."""
+    rng = np.random.default_rng(0)
+    model = FeasibilityModel(8)
+    for m in rng.permutation(np.arange(1, 256))[:60]:
+        model.add(int(m), (int(m) >> 6) & 3 == 3)
+    low = np.arange(1, 64)  # every choice of the lower six layers
+    both = model.p_feasible(low | 0b11000000)
+    six, seven = model.p_feasible(low | 0b01000000), model.p_feasible(low | 0b10000000)
+    assert both.mean() > 0.75
+    assert max(six.mean(), seven.mean()) < 0.15
+    assert np.all(both > np.maximum(six, seven))
+
+
+def test_logistic_map_by_hand() -> None:
+    # One constant feature, 3 successes in 4, no prior: the MLE log-odds log(3).
+    w = logistic_map(np.ones((1, 1)), np.array([3.0]), np.array([4.0]), 0.0)
+    assert w[0] == pytest.approx(math.log(3.0))
+    # With a prior the MAP solves x'(s - n p) = precision * w.
+    x = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    s, n = np.array([2.0, 0.0, 5.0]), np.array([3.0, 4.0, 6.0])
+    w = logistic_map(x, s, n, 0.5)
+    p = 1.0 / (1.0 + np.exp(-(x @ w)))
+    np.testing.assert_allclose(x.T @ (s - n * p), 0.5 * w, atol=1e-9)
 
 
 def test_estimates_pool_a_lucky_single_draw_but_keep_well_measured_means() -> None:

@@ -20,10 +20,10 @@ k_m)``. A mask measured once on a noisy task therefore borrows strength from sim
 mask measured many times, or a landscape the linear part does not fit (large ``tau2``), keeps its
 own mean; and noise-free evaluations (``sigma2`` near 0) are taken as they are.
 
-**Feasibility** (:class:`RunningRidge` on :func:`feasibility_features`). A ridge (linear
-probability) model of "this evaluation was feasible" on the bits and a one-hot of the number of
-kept layers, since feasibility follows mostly from depth; refitted from running sums, so its cost
-does not grow with the number of trials.
+**Feasibility** (:class:`FeasibilityModel`). A Bayesian logistic regression of "this evaluation
+was feasible" on the bits and a one-hot of the number of kept layers (pruning follows mostly
+from depth, or from dropping a layer the model cannot do without), fitted to each distinct
+mask's counts.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import numpy as np
 
 __all__ = [
     "FeasibilityModel",
-    "RunningRidge",
     "ValueModel",
+    "logistic_map",
     "feasibility_features",
     "noise_variance",
     "value_features",
@@ -47,8 +47,18 @@ MIN_MASKS = 3
 # degrees of freedom: a guess that a few repeated evaluations overrule.
 NOISE_PRIOR_VARIANCE = 0.25
 NOISE_PRIOR_DOF = 0.5
+# An objective whose repeated evaluations reproduced their mask's value exactly this many times
+# (and never differed) is deterministic: noise 0. A brief fine-tune with a new seed never does
+# so twice by chance in practice (its accuracy would have to tie to the example, twice), and one
+# that ignores the seed should not have its evaluations averaged or repeated. 0 turns it off.
+DETERMINISTIC_REPEATS = 2
 # Smallest tau2 (standardised): the linear part is never trusted completely.
 MIN_TAU2 = 0.05
+# Prior standard deviation of the feasibility model's coefficients (log-odds): weakly informative,
+# the scale Gelman et al. (2008) recommend for logistic regression on binary inputs.
+FEASIBILITY_PRIOR_SD = 2.5
+# Up to this many evaluations the feasibility model is refitted after every one.
+REFIT_EVERY_UP_TO = 200
 # Ridge prior precision of the coefficients (standardised values); the intercept is nearly free.
 PRIOR_PRECISION = 1.0
 INTERCEPT_PRECISION = 1e-4
@@ -83,10 +93,13 @@ def noise_variance(
     """Pooled within-mask variance with a conjugate prior.
 
     ``(prior_dof * prior_variance + sum(ssd)) / (prior_dof + sum(counts - 1))``, where ``ssd`` is
-    each mask's sum of squared deviations of its evaluations from their mean.
+    each mask's sum of squared deviations of its evaluations from their mean; 0 when at least
+    :data:`DETERMINISTIC_REPEATS` repeats all reproduced their mask's value exactly.
     """
     counts = np.asarray(counts, dtype=float)
     dof = float(np.sum(np.maximum(counts - 1.0, 0.0)))
+    if DETERMINISTIC_REPEATS and dof >= DETERMINISTIC_REPEATS and float(np.sum(ssd)) <= 0.0:
+        return 0.0
     return (prior_dof * prior_variance + float(np.sum(ssd))) / (prior_dof + dof)
 
 
@@ -201,56 +214,76 @@ def _tau2(resid: np.ndarray, counts: np.ndarray, sigma2: float, dof: float) -> f
     return max(tau2, MIN_TAU2)
 
 
-class RunningRidge:
-    """Running sums of a ridge regression's rows: a refit costs ``O(d^3)`` whatever the number
-    of rows. Used for the feasibility model, which is fitted on every evaluation."""
-
-    def __init__(self, d: int) -> None:
-        self.count = 0
-        self.sx = np.zeros(d)
-        self.sxx = np.zeros((d, d))
-        self.sy = 0.0
-        self.sxy = np.zeros(d)
-
-    def add(self, x: np.ndarray, y: float) -> None:
-        self.count += 1
-        self.sx += x
-        self.sxx += np.outer(x, x)
-        self.sy += y
-        self.sxy += x * y
-
-    def fit(self, prior: float = 1.0) -> tuple[np.ndarray, np.ndarray, float]:
-        """Ridge on centred features and centred ``y`` with penalty ``prior``: (feature means,
-        coefficients, y mean); predict ``y_mean + (x - x_mean) @ coef``."""
-        m = self.count
-        x_mean = self.sx / m
-        y_mean = self.sy / m
-        gram = self.sxx - m * np.outer(x_mean, x_mean) + prior * np.eye(len(x_mean))
-        xty = self.sxy - m * x_mean * y_mean
-        return x_mean, np.linalg.solve(gram, xty), y_mean
-
-
 class FeasibilityModel:
     """P(feasible) of masks of ``n`` layers, from every evaluation seen (see the module
-    docstring); 1 everywhere until some evaluation was infeasible."""
+    docstring); 1 everywhere until some evaluation was infeasible.
+
+    A logistic regression on :func:`feasibility_features` with a Gaussian prior of standard
+    deviation :data:`FEASIBILITY_PRIOR_SD` on each coefficient, fitted (MAP, Newton's method) to
+    each distinct mask's counts of feasible and infeasible evaluations. Unlike a linear
+    probability model, it can say that a mask lacking any one of several required layers is
+    almost surely infeasible (an AND of bits is linear in the log-odds), which is what pruning
+    looks like when dropping any of the top layers collapses the model.
+    """
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.sums = RunningRidge(2 * n + 1)
         self.n_infeasible = 0
-        self._fit: tuple[int, tuple[np.ndarray, np.ndarray, float]] | None = None
+        self.n_evaluations = 0
+        self._counts: dict[int, list[int]] = {}  # code -> [feasible, evaluations]
+        self._coef = np.zeros(2 * n + 1)
+        self._fitted_at = -1
 
     def add(self, code: int, feasible: bool) -> None:
-        x = feasibility_features(np.array([code]), self.n)[0]
-        self.sums.add(x, 1.0 if feasible else 0.0)
+        counts = self._counts.setdefault(code, [0, 0])
+        counts[0] += bool(feasible)
+        counts[1] += 1
+        self.n_evaluations += 1
         self.n_infeasible += not feasible
 
     def p_feasible(self, codes: np.ndarray) -> np.ndarray:
         """Clipped to [0.01, 1]."""
         if self.n_infeasible == 0:
             return np.ones(len(codes))
-        if self._fit is None or self._fit[0] != self.sums.count:
-            self._fit = (self.sums.count, self.sums.fit())
-        x_mean, coef, y_mean = self._fit[1]
-        p = y_mean + (feasibility_features(codes, self.n) - x_mean) @ coef
-        return np.clip(p, 0.01, 1.0)
+        grown = self.n_evaluations - self._fitted_at
+        # As the value model: a study of many trials refits after every 1% more evaluations.
+        if grown > 0 and (self._fitted_at < REFIT_EVERY_UP_TO or grown >= self._fitted_at // 100):
+            self._fit()
+        logit = feasibility_features(codes, self.n) @ self._coef
+        return np.clip(1.0 / (1.0 + np.exp(-logit)), 0.01, 1.0)
+
+    def _fit(self) -> None:
+        codes = np.fromiter(self._counts, dtype=np.int64, count=len(self._counts))
+        counts = np.array(list(self._counts.values()), dtype=float)
+        self._coef = logistic_map(
+            feasibility_features(codes, self.n),
+            counts[:, 0],
+            counts[:, 1],
+            1.0 / FEASIBILITY_PRIOR_SD**2,
+            start=self._coef,
+        )
+        self._fitted_at = self.n_evaluations
+
+
+def logistic_map(
+    x: np.ndarray,
+    successes: np.ndarray,
+    trials: np.ndarray,
+    precision: float,
+    *,
+    start: np.ndarray | None = None,
+    iterations: int = 50,
+    tol: float = 1e-8,
+) -> np.ndarray:
+    """MAP coefficients of a binomial logistic regression: ``successes_i ~ Binomial(trials_i,
+    sigmoid(x_i . w))`` with prior ``w ~ N(0, I / precision)``, by Newton's method."""
+    w = np.zeros(x.shape[1]) if start is None else np.array(start, dtype=float)
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(x @ w)))
+        gradient = x.T @ (successes - trials * p) - precision * w
+        hessian = x.T @ (x * (trials * p * (1.0 - p))[:, None]) + precision * np.eye(len(w))
+        step = np.linalg.solve(hessian, gradient)
+        w += step
+        if float(np.max(np.abs(step))) < tol:
+            break
+    return w

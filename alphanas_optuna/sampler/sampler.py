@@ -98,7 +98,9 @@ class AlphaNASSampler(BaseGASampler):
     value plus noise, the value as a linear function of the bits and neighbouring pairs plus a
     mask-specific deviation, and estimates the noise from repeated evaluations: a mask measured
     once borrows strength from similar masks, one measured several times keeps its own mean, and
-    noise-free evaluations are taken as they are. :func:`alphanas_optuna.winner` names the
+    noise-free evaluations are taken as they are. Once two repeats have reproduced their values
+    exactly (and none differed), the objective is taken as deterministic: noise 0, so no further
+    re-evaluations. :func:`alphanas_optuna.winner` names the
     study's answer with the same estimates.
 
     **Re-evaluation** (``surrogate=True``, ``reevaluation_share > 0``). From generation 1 on, when
@@ -119,8 +121,8 @@ class AlphaNASSampler(BaseGASampler):
     mask within ``search_radius`` flips of some elite (at most ``n_candidates``, drawn at random
     when there are more); the one with the best score is proposed, and its parent is the elite
     nearest to it. The score is constrained Thompson sampling: one draw of the value model's
-    linear part per proposal, times the probability of feasibility (a linear probability model on
-    the bits and a one-hot of the depth, since pruning follows mostly from depth), counting only
+    linear part per proposal, times the probability of feasibility (a logistic regression on the
+    bits and a one-hot of the depth, since pruning follows mostly from depth), counting only
     the improvement over the best estimate so far (or, when nothing improves in the draw, the
     feasibility-weighted value).
 
