@@ -19,6 +19,9 @@ Usage::
     python benchmarks/sampler_regret.py --quick          # smoke run
     python benchmarks/sampler_regret.py --overhead-only  # only the ask-overhead measurement
     python benchmarks/sampler_regret.py --instances 3 --sigmas 0 0.02 --jobs 2 --csv out.csv
+    # re-run one sampler; the other samplers' rows come from the stored runs:
+    python benchmarks/sampler_regret.py --no-overhead --jobs 2 --samplers AlphaNAS \
+        --update benchmarks/data/sampler-regret.csv
 """
 
 from __future__ import annotations
@@ -195,6 +198,52 @@ def evaluate(
                     flush=True,
                 )
     return rows
+
+
+CSV_HEADER = ["landscape", "lam", "sigma", "sampler", "seed", "trials", "regret"]
+
+
+def write_rows(path: Path, rows: list[tuple], lam: float | None) -> None:
+    """Write ``rows`` (as :func:`evaluate` returns them, or stored rows when ``lam`` is None)."""
+    if lam is not None:
+        rows = [(r[0], lam, r[1], r[2], r[3], r[4], r[5]) for r in rows]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_HEADER)
+        w.writerows((*r[:6], f"{r[6]:.5f}") for r in rows)
+
+
+def read_rows(path: Path) -> list[tuple]:
+    """Stored rows ``(landscape, lam, sigma, sampler, seed, trials, regret)``."""
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        if header != CSV_HEADER:
+            raise SystemExit(f"{path}: header must be {','.join(CSV_HEADER)}, got {header}")
+        return [
+            (r[0], float(r[1]), float(r[2]), r[3], int(r[4]), int(r[5]), float(r[6]))
+            for r in reader
+        ]
+
+
+def merge_rows(stored: list[tuple], new: list[tuple], lam: float) -> list[tuple]:
+    """``stored`` with every run that ``new`` (from :func:`evaluate`, at ``lam``) repeats replaced
+    in place by the new one; runs not stored yet come last."""
+    fresh: dict[tuple, list[tuple]] = {}
+    for r in new:
+        row = (r[0], lam, r[1], r[2], r[3], r[4], r[5])
+        fresh.setdefault(row[:5], []).append(row)
+    merged: list[tuple] = []
+    for r in stored:
+        key = r[:5]
+        if key not in fresh:
+            merged.append(r)
+        elif fresh[key]:
+            merged.extend(fresh[key])
+            fresh[key] = []  # Emitted; the run's other stored rows are dropped.
+    for rows in fresh.values():
+        merged.extend(rows)
+    return merged
 
 
 def _mean_se(values: list[float]) -> tuple[float, float]:
@@ -416,6 +465,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-table", action="store_true", help="only synthetic landscapes")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--csv", type=Path, default=None, help="write every run's regret here")
+    parser.add_argument(
+        "--update",
+        type=Path,
+        default=None,
+        help="CSV of stored runs (as --csv writes): this run's rows replace the stored rows of "
+        "the same landscape, lambda, sigma, sampler and seed; the tables cover every sampler",
+    )
     parser.add_argument("--overhead-only", action="store_true")
     parser.add_argument("--no-overhead", action="store_true")
     parser.add_argument("--overhead-trials", type=int, default=5000)
@@ -451,13 +507,18 @@ def main(argv: list[str] | None = None) -> int:
         sigmas = [0.0, 0.02] if args.quick else args.sigmas
         n_trials = 50 if args.quick else args.n_trials
         rows = evaluate(specs, args.samplers, seeds, n_trials, args.lam, sigmas, args.jobs)
+        samplers = args.samplers
         if args.csv:
-            with open(args.csv, "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["landscape", "sigma", "sampler", "seed", "trials", "regret", "seconds"])
-                w.writerows(rows)
+            write_rows(args.csv, rows, args.lam)
+        if args.update:
+            merged = merge_rows(read_rows(args.update), rows, args.lam)
+            write_rows(args.update, merged, None)
+            rows = [r for r in merged if r[1] == args.lam]
+            present = {r[3] for r in rows}
+            samplers = [s for s in SAMPLERS if s in present]
+            rows = [(r[0], r[2], r[3], r[4], r[5], r[6], 0.0) for r in rows]
         print(f"## True regret of the named mask (lam = {args.lam}, {len(seeds)} seeds)\n")
-        print(markdown(rows, args.samplers, args.lam))
+        print(markdown(rows, samplers, args.lam))
     if not args.no_overhead:
         n_asks = 5 if args.quick else args.overhead_asks
         n_finished = 500 if args.quick else args.overhead_trials

@@ -250,7 +250,7 @@ class FeasibilityModel:
         if grown > 0 and (self._fitted_at < REFIT_EVERY_UP_TO or grown >= self._fitted_at // 100):
             self._fit()
         logit = feasibility_features(codes, self.n) @ self._coef
-        return np.clip(1.0 / (1.0 + np.exp(-logit)), 0.01, 1.0)
+        return np.clip(_sigmoid(logit), 0.01, 1.0)
 
     def _fit(self) -> None:
         codes = np.fromiter(self._counts, dtype=np.int64, count=len(self._counts))
@@ -279,7 +279,7 @@ def logistic_map(
     sigmoid(x_i . w))`` with prior ``w ~ N(0, I / precision)``, by Newton's method."""
     w = np.zeros(x.shape[1]) if start is None else np.array(start, dtype=float)
     for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-(x @ w)))
+        p = _sigmoid(x @ w)
         gradient = x.T @ (successes - trials * p) - precision * w
         hessian = x.T @ (x * (trials * p * (1.0 - p))[:, None]) + precision * np.eye(len(w))
         step = np.linalg.solve(hessian, gradient)
@@ -287,3 +287,8 @@ def logistic_map(
         if float(np.max(np.abs(step))) < tol:
             break
     return w
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-z))`` without overflow for large ``|z|``."""
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
