@@ -22,6 +22,8 @@ Usage::
     # re-run one sampler; the other samplers' rows come from the stored runs:
     python benchmarks/sampler_regret.py --no-overhead --jobs 2 --samplers AlphaNAS \
         --update benchmarks/data/sampler-regret.csv
+    # the tables of the stored runs, without running anything:
+    python benchmarks/sampler_regret.py --tables-from benchmarks/data/sampler-regret.csv
 """
 
 from __future__ import annotations
@@ -305,11 +307,27 @@ def markdown(rows: list[tuple], samplers: list[str], lam: float) -> str:
                 }
                 wins += all(m[ours] < m[s] for s in samplers if s in OPTUNA_SAMPLERS)
             finite = [r for r in ratios if math.isfinite(r)]
-            out.append(
+            line = (
                 f"{ours} below every Optuna sampler on {wins} of {len(names)} landscape instances; "
                 f"mean ratio to the best Optuna sampler over families: "
-                f"{np.mean(finite):.2f}\n"
+                f"{np.mean(finite):.2f}"
             )
+            if "TPE" in samplers:
+                worse = []
+                for fam in families:
+                    a, se_a = _mean_se(
+                        [r[5] for r in sub if r[2] == ours and r[4] == k and family(r[0]) == fam]
+                    )
+                    b, se_b = _mean_se(
+                        [r[5] for r in sub if r[2] == "TPE" and r[4] == k and family(r[0]) == fam]
+                    )
+                    if a - b > math.hypot(se_a, se_b):
+                        worse.append(fam)
+                line += (
+                    f"; families where {ours} is worse than TPE by more than one standard error "
+                    f"of the difference: {', '.join(worse) or 'none'}"
+                )
+            out.append(line + "\n")
     return "\n".join(out)
 
 
@@ -472,6 +490,12 @@ def main(argv: list[str] | None = None) -> int:
         help="CSV of stored runs (as --csv writes): this run's rows replace the stored rows of "
         "the same landscape, lambda, sigma, sampler and seed; the tables cover every sampler",
     )
+    parser.add_argument(
+        "--tables-from",
+        type=Path,
+        default=None,
+        help="print the tables of the stored runs in this CSV (at --lam) and run nothing",
+    )
     parser.add_argument("--overhead-only", action="store_true")
     parser.add_argument("--no-overhead", action="store_true")
     parser.add_argument("--overhead-trials", type=int, default=5000)
@@ -484,6 +508,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown samplers {sorted(unknown)}; choose from {list(SAMPLERS)}")
     seeds = list(range(args.seed_offset, args.seed_offset + (3 if args.quick else args.seeds)))
 
+    if args.tables_from:
+        stored = [r for r in read_rows(args.tables_from) if r[1] == args.lam]
+        present = {r[3] for r in stored}
+        samplers = [s for s in SAMPLERS if s in present]
+        n_seeds = len({r[4] for r in stored})
+        print(f"## True regret of the named mask (lam = {args.lam}, {n_seeds} seeds)\n")
+        print(
+            markdown(
+                [(r[0], r[2], r[3], r[4], r[5], r[6], 0.0) for r in stored], samplers, args.lam
+            )
+        )
+        return 0
     if not args.overhead_only:
         families = ["top", "collapse", "plateau"] if args.quick else args.families
         instances = 1 if args.quick else args.instances
