@@ -310,7 +310,7 @@ def markdown(rows: list[tuple], samplers: list[str], lam: float) -> str:
             line = (
                 f"{ours} below every Optuna sampler on {wins} of {len(names)} landscape instances; "
                 f"mean ratio to the best Optuna sampler over families: "
-                f"{np.mean(finite):.2f}"
+                f"{np.mean(finite) if finite else math.nan:.2f}"
             )
             if "TPE" in samplers:
                 worse = []
