@@ -77,15 +77,15 @@ def test_noise_variance_pools_repeats_with_its_prior() -> None:
     assert noise_variance(np.array([1, 1]), np.array([0.0, 0.0]), 0.3, 0.5) == pytest.approx(0.3)
 
 
-def test_noise_variance_is_zero_once_two_repeats_reproduced_their_values() -> None:
-    # One exact repeat: (0.5 * 0.3 + 0) / (0.5 + 1) = 0.1, the prior still speaks.
-    assert noise_variance(np.array([2, 1]), np.array([0.0, 0.0]), 0.3, 0.5) == pytest.approx(0.1)
-    # Two: a deterministic objective.
-    assert noise_variance(np.array([2, 2]), np.array([0.0, 0.0]), 0.3, 0.5) == 0.0
-    assert noise_variance(np.array([3]), np.array([0.0]), 0.3, 0.5) == 0.0
-    # Any spread at all and it is noise again: (0.15 + 1e-6) / 2.5.
-    assert noise_variance(np.array([2, 2]), np.array([0.0, 1e-6]), 0.3, 0.5) == pytest.approx(
-        (0.15 + 1e-6) / 2.5
+def test_noise_variance_is_zero_once_three_repeats_reproduced_their_values() -> None:
+    # Two exact repeats: (0.5 * 0.3 + 0) / (0.5 + 2) = 0.06, the prior still speaks.
+    assert noise_variance(np.array([2, 2]), np.array([0.0, 0.0]), 0.3, 0.5) == pytest.approx(0.06)
+    # Three: a deterministic objective.
+    assert noise_variance(np.array([2, 3]), np.array([0.0, 0.0]), 0.3, 0.5) == 0.0
+    assert noise_variance(np.array([4]), np.array([0.0]), 0.3, 0.5) == 0.0
+    # Any spread at all and it is noise again: (0.15 + 1e-6) / 3.5.
+    assert noise_variance(np.array([2, 3]), np.array([0.0, 1e-6]), 0.3, 0.5) == pytest.approx(
+        (0.15 + 1e-6) / 3.5
     )
 
 
@@ -174,6 +174,22 @@ def test_feasibility_model_learns_that_dropping_either_top_layer_collapses() -> 
     assert both.mean() > 0.75
     assert max(six.mean(), seven.mean()) < 0.15
     assert np.all(both > np.maximum(six, seven))
+
+
+def test_feasibility_refitted_after_every_evaluation_gives_the_single_fit() -> None:
+    """Refits as evaluations arrive (as the sampler asks between trials) end where one fit on all
+    of them does, even after a run of infeasible evaluations saturates the probabilities."""
+    rng = np.random.default_rng(0)
+    codes = [int(c) for c in rng.integers(1, 256, size=30)]
+    feasible = [False] * 10 + [bool((c >> 7) & 1) for c in codes[10:]]
+    stepwise, once = FeasibilityModel(8), FeasibilityModel(8)
+    for code, ok in zip(codes, feasible, strict=True):
+        stepwise.add(code, ok)
+        once.add(code, ok)
+        stepwise.p_feasible(np.array([code]))
+    every = np.arange(1, 256)
+    np.testing.assert_allclose(stepwise.p_feasible(every), once.p_feasible(every), atol=1e-6)
+    assert once.p_feasible(np.array([0b10000001]))[0] > 0.5  # layer 7 kept: mostly feasible
 
 
 def test_logistic_map_by_hand() -> None:
