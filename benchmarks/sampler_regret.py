@@ -209,10 +209,12 @@ def write_rows(path: Path, rows: list[tuple], lam: float | None) -> None:
     """Write ``rows`` (as :func:`evaluate` returns them, or stored rows when ``lam`` is None)."""
     if lam is not None:
         rows = [(r[0], lam, r[1], r[2], r[3], r[4], r[5]) for r in rows]
-    with open(path, "w", newline="") as f:
+    partial = Path(f"{path}.partial")
+    with open(partial, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(CSV_HEADER)
         w.writerows((*r[:6], f"{r[6]:.5f}") for r in rows)
+    os.replace(partial, path)  # A crash mid-write leaves the stored runs as they were.
 
 
 def read_rows(path: Path) -> list[tuple]:
@@ -288,7 +290,9 @@ def markdown(rows: list[tuple], samplers: list[str], lam: float) -> str:
                     m, se = _mean_se(vals)
                     means[s] = m
                     cells.append(f"{m:.4f} ± {se:.4f}")
-                best_optuna = min(means[s] for s in samplers if s in OPTUNA_SAMPLERS)
+                best_optuna = min(
+                    (means[s] for s in samplers if s in OPTUNA_SAMPLERS), default=math.nan
+                )
                 ratio = means[ours] / best_optuna if best_optuna > 0 else math.nan
                 ratios.append(ratio)
                 low = min(means.values())
@@ -312,7 +316,7 @@ def markdown(rows: list[tuple], samplers: list[str], lam: float) -> str:
                 f"mean ratio to the best Optuna sampler over families: "
                 f"{np.mean(finite) if finite else math.nan:.2f}"
             )
-            if "TPE" in samplers:
+            if "TPE" in samplers and ours != "TPE":
                 worse = []
                 for fam in families:
                     a, se_a = _mean_se(
@@ -520,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0
+    # A bad stored file fails before the run, not after it; a missing one is created.
+    stored_rows = read_rows(args.update) if args.update and args.update.exists() else []
     if not args.overhead_only:
         families = ["top", "collapse", "plateau"] if args.quick else args.families
         instances = 1 if args.quick else args.instances
@@ -547,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.csv:
             write_rows(args.csv, rows, args.lam)
         if args.update:
-            merged = merge_rows(read_rows(args.update), rows, args.lam)
+            merged = merge_rows(stored_rows, rows, args.lam)
             write_rows(args.update, merged, None)
             rows = [r for r in merged if r[1] == args.lam]
             present = {r[3] for r in rows}
