@@ -585,7 +585,7 @@ def test_noise_free_evaluations_need_fewer_reevaluations() -> None:
 
 
 def test_a_deterministic_objective_is_repeated_only_until_that_is_clear() -> None:
-    """Repeats that reproduce their values exactly, twice, mean a deterministic objective:
+    """Repeats that reproduce their values exactly, three times, mean a deterministic objective:
     no further trial is spent on a repeat, and the answer is the best mask's own value."""
     from alphanas_optuna.sampler.model import DETERMINISTIC_REPEATS
 

@@ -98,7 +98,7 @@ class AlphaNASSampler(BaseGASampler):
     value plus noise, the value as a linear function of the bits and neighbouring pairs plus a
     mask-specific deviation, and estimates the noise from repeated evaluations: a mask measured
     once borrows strength from similar masks, one measured several times keeps its own mean, and
-    noise-free evaluations are taken as they are. Once two repeats have reproduced their values
+    noise-free evaluations are taken as they are. Once three repeats have reproduced their values
     exactly (and none differed), the objective is taken as deterministic: noise 0, so no further
     re-evaluations. :func:`alphanas_optuna.winner` names the
     study's answer with the same estimates.
