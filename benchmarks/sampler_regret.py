@@ -205,10 +205,23 @@ def evaluate(
 CSV_HEADER = ["landscape", "lam", "sigma", "sampler", "seed", "trials", "regret"]
 
 
-def write_rows(path: Path, rows: list[tuple], lam: float | None) -> None:
-    """Write ``rows`` (as :func:`evaluate` returns them, or stored rows when ``lam`` is None)."""
-    if lam is not None:
-        rows = [(r[0], lam, r[1], r[2], r[3], r[4], r[5]) for r in rows]
+def to_stored(rows: list[tuple], lam: float) -> list[tuple]:
+    """Rows of :func:`evaluate` at ``lam`` as stored: ``(landscape, lam, sigma, sampler, seed,
+    trials, regret)``."""
+    return [(r[0], lam, r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+
+def from_stored(stored: list[tuple], lam: float) -> tuple[list[tuple], list[str]]:
+    """The stored rows at ``lam`` as :func:`evaluate` returns them, and the samplers they hold
+    (in the order of :data:`SAMPLERS`)."""
+    at_lam = [r for r in stored if r[1] == lam]
+    present = {r[3] for r in at_lam}
+    rows = [(r[0], r[2], r[3], r[4], r[5], r[6], 0.0) for r in at_lam]
+    return rows, [s for s in SAMPLERS if s in present]
+
+
+def write_rows(path: Path, rows: list[tuple]) -> None:
+    """Write stored rows (see :func:`to_stored`)."""
     partial = Path(f"{path}.partial")
     with open(partial, "w", newline="") as f:
         w = csv.writer(f)
@@ -234,8 +247,7 @@ def merge_rows(stored: list[tuple], new: list[tuple], lam: float) -> list[tuple]
     """``stored`` with every run that ``new`` (from :func:`evaluate`, at ``lam``) repeats replaced
     in place by the new one; runs not stored yet come last."""
     fresh: dict[tuple, list[tuple]] = {}
-    for r in new:
-        row = (r[0], lam, r[1], r[2], r[3], r[4], r[5])
+    for row in to_stored(new, lam):
         fresh.setdefault(row[:5], []).append(row)
     merged: list[tuple] = []
     for r in stored:
@@ -281,15 +293,19 @@ def markdown(rows: list[tuple], samplers: list[str], lam: float) -> str:
             )
             out.append("|" + "---|" * (len(samplers) + 2))
             ratios = []
+            behind_tpe = []  # families where `ours` trails TPE by > 1 s.e. of the difference
             for fam in families:
                 inst = [n for n in names if family(n) == fam]
                 cells = []
                 means = {}
+                ses = {}
                 for s in samplers:
                     vals = [r[5] for r in sub if r[2] == s and r[4] == k and family(r[0]) == fam]
-                    m, se = _mean_se(vals)
-                    means[s] = m
-                    cells.append(f"{m:.4f} ± {se:.4f}")
+                    means[s], ses[s] = _mean_se(vals)
+                    cells.append(f"{means[s]:.4f} ± {ses[s]:.4f}")
+                if "TPE" in means and ours != "TPE":
+                    if means[ours] - means["TPE"] > math.hypot(ses[ours], ses["TPE"]):
+                        behind_tpe.append(fam)
                 best_optuna = min(
                     (means[s] for s in samplers if s in OPTUNA_SAMPLERS), default=math.nan
                 )
@@ -317,19 +333,9 @@ def markdown(rows: list[tuple], samplers: list[str], lam: float) -> str:
                 f"{np.mean(finite) if finite else math.nan:.2f}"
             )
             if "TPE" in samplers and ours != "TPE":
-                worse = []
-                for fam in families:
-                    a, se_a = _mean_se(
-                        [r[5] for r in sub if r[2] == ours and r[4] == k and family(r[0]) == fam]
-                    )
-                    b, se_b = _mean_se(
-                        [r[5] for r in sub if r[2] == "TPE" and r[4] == k and family(r[0]) == fam]
-                    )
-                    if a - b > math.hypot(se_a, se_b):
-                        worse.append(fam)
                 line += (
                     f"; families where {ours} is worse than TPE by more than one standard error "
-                    f"of the difference: {', '.join(worse) or 'none'}"
+                    f"of the difference: {', '.join(behind_tpe) or 'none'}"
                 )
             out.append(line + "\n")
     return "\n".join(out)
@@ -513,16 +519,10 @@ def main(argv: list[str] | None = None) -> int:
     seeds = list(range(args.seed_offset, args.seed_offset + (3 if args.quick else args.seeds)))
 
     if args.tables_from:
-        stored = [r for r in read_rows(args.tables_from) if r[1] == args.lam]
-        present = {r[3] for r in stored}
-        samplers = [s for s in SAMPLERS if s in present]
-        n_seeds = len({r[4] for r in stored})
+        rows, samplers = from_stored(read_rows(args.tables_from), args.lam)
+        n_seeds = len({r[3] for r in rows})
         print(f"## True regret of the named mask (lam = {args.lam}, {n_seeds} seeds)\n")
-        print(
-            markdown(
-                [(r[0], r[2], r[3], r[4], r[5], r[6], 0.0) for r in stored], samplers, args.lam
-            )
-        )
+        print(markdown(rows, samplers, args.lam))
         return 0
     # A bad stored file fails before the run, not after it; a missing one is created.
     stored_rows = read_rows(args.update) if args.update and args.update.exists() else []
@@ -551,14 +551,11 @@ def main(argv: list[str] | None = None) -> int:
         rows = evaluate(specs, args.samplers, seeds, n_trials, args.lam, sigmas, args.jobs)
         samplers = args.samplers
         if args.csv:
-            write_rows(args.csv, rows, args.lam)
+            write_rows(args.csv, to_stored(rows, args.lam))
         if args.update:
             merged = merge_rows(stored_rows, rows, args.lam)
-            write_rows(args.update, merged, None)
-            rows = [r for r in merged if r[1] == args.lam]
-            present = {r[3] for r in rows}
-            samplers = [s for s in SAMPLERS if s in present]
-            rows = [(r[0], r[2], r[3], r[4], r[5], r[6], 0.0) for r in rows]
+            write_rows(args.update, merged)
+            rows, samplers = from_stored(merged, args.lam)
         print(f"## True regret of the named mask (lam = {args.lam}, {len(seeds)} seeds)\n")
         print(markdown(rows, samplers, args.lam))
     if not args.no_overhead:

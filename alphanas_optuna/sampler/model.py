@@ -38,6 +38,7 @@ __all__ = [
     "logistic_map",
     "feasibility_features",
     "noise_variance",
+    "refit_due",
     "value_features",
 ]
 
@@ -59,7 +60,7 @@ MIN_TAU2 = 0.05
 # Prior standard deviation of the feasibility model's coefficients (log-odds): weakly informative,
 # the scale Gelman et al. (2008) recommend for logistic regression on binary inputs.
 FEASIBILITY_PRIOR_SD = 2.5
-# Up to this many evaluations the feasibility model is refitted after every one.
+# Up to this many evaluations the models are refitted after every one (see :func:`refit_due`).
 REFIT_EVERY_UP_TO = 200
 # Ridge prior precision of the coefficients (standardised values); the intercept is nearly free.
 PRIOR_PRECISION = 1.0
@@ -84,6 +85,15 @@ def feasibility_features(codes: np.ndarray, n: int) -> np.ndarray:
     onehot = np.zeros((len(codes), n + 1))
     onehot[np.arange(len(codes)), depth] = 1.0
     return np.concatenate([bits, onehot], axis=1)
+
+
+def refit_due(fitted_at: int, now: int) -> bool:
+    """Whether a model fitted on ``fitted_at`` evaluations should be refitted on ``now``: after
+    every new one while the study is small, after every 1% more once it holds more than
+    :data:`REFIT_EVERY_UP_TO` (one evaluation more changes little in a large study, and a refit
+    costs time proportional to the number of masks)."""
+    grown = now - fitted_at
+    return grown > 0 and (fitted_at < REFIT_EVERY_UP_TO or grown >= fitted_at // 100)
 
 
 def noise_variance(
@@ -247,9 +257,7 @@ class FeasibilityModel:
         """Clipped to [0.01, 1]."""
         if self.n_infeasible == 0:
             return np.ones(len(codes))
-        grown = self.n_evaluations - self._fitted_at
-        # As the value model: a study of many trials refits after every 1% more evaluations.
-        if grown > 0 and (self._fitted_at < REFIT_EVERY_UP_TO or grown >= self._fitted_at // 100):
+        if refit_due(self._fitted_at, self.n_evaluations):
             self._fit()
         logit = feasibility_features(codes, self.n) @ self._coef
         return np.clip(_sigmoid(logit), 0.01, 1.0)
@@ -279,25 +287,26 @@ def logistic_map(
     sigmoid(x_i . w))`` with prior ``w ~ N(0, I / precision)``, by Newton's method from 0 with
     step halving (a full Newton step can overshoot where the fitted probabilities saturate)."""
 
-    def log_posterior(w: np.ndarray) -> float:
-        z = x @ w
+    def log_posterior(w: np.ndarray, z: np.ndarray) -> float:
         return float(successes @ z - trials @ np.logaddexp(0.0, z) - 0.5 * precision * (w @ w))
 
     w = np.zeros(x.shape[1])
-    value = log_posterior(w)
+    z = x @ w
+    value = log_posterior(w, z)
     for _ in range(iterations):
-        p = _sigmoid(x @ w)
+        p = _sigmoid(z)
         gradient = x.T @ (successes - trials * p) - precision * w
         hessian = x.T @ (x * (trials * p * (1.0 - p))[:, None]) + precision * np.eye(len(w))
         step = np.linalg.solve(hessian, gradient)
         scale = 1.0
         while True:
             candidate = w + scale * step
-            candidate_value = log_posterior(candidate)
+            candidate_z = x @ candidate
+            candidate_value = log_posterior(candidate, candidate_z)
             if candidate_value >= value or scale < 1e-6:
                 break
             scale /= 2.0
-        w, value = candidate, candidate_value
+        w, z, value = candidate, candidate_z, candidate_value
         if float(np.max(np.abs(scale * step))) < tol:
             break
     return w

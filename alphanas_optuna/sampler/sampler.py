@@ -39,6 +39,7 @@ from alphanas_optuna.sampler.digest import (
 )
 from alphanas_optuna.sampler.elites import select_elites
 from alphanas_optuna.sampler.evidence import Estimates, estimate
+from alphanas_optuna.sampler.model import refit_due
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -57,8 +58,6 @@ REEVALUATE_FROM_GENERATION = 1
 # A mask is a contender for the best when its estimate is within this many standard errors.
 CONTENDER_Z = 2.0
 MAX_CONTENDERS = 5
-# Up to this many evaluated trials the estimates are refitted after every trial.
-REFIT_EVERY_TRIAL_UP_TO = 200
 
 
 class _LazyBits(list):
@@ -707,16 +706,12 @@ class AlphaNASSampler(BaseGASampler):
     def _estimates(
         self, digest: StudyDigest, n: int, directions: Sequence[StudyDirection]
     ) -> Estimates:
-        """The eligible masks' estimates, refitted whenever a trial has finished while the study
-        is small, and after every 1% more trials once it holds more than
-        :data:`REFIT_EVERY_TRIAL_UP_TO`: one trial more changes little in a large study, and a
-        refit costs time proportional to the number of masks."""
+        """The eligible masks' estimates, refitted when :func:`~.model.refit_due` says so."""
         key = ("estimates", n, tuple(directions), self._surrogate)
         fitted = digest.memo.get(key)
         if fitted is not None:
             fitted_at, cached = fitted
-            grown = digest.n_evaluated - fitted_at
-            if grown == 0 or (fitted_at >= REFIT_EVERY_TRIAL_UP_TO and grown < fitted_at // 100):
+            if not refit_due(fitted_at, digest.n_evaluated):
                 return cached
         pooled = self._surrogate and n <= _MAX_MODEL_LAYERS
         estimates = estimate(digest.evidence, n, pooled=pooled)
