@@ -567,6 +567,24 @@ def test_reevaluations_repeat_plausible_best_masks_within_their_share() -> None:
     assert len(new) == len(set(new))
 
 
+def test_the_answer_of_a_noisy_study_is_rarely_a_single_draw() -> None:
+    """A mask that takes the lead on one evaluation is measured again: after each trial from
+    the 30th on, the winner has been evaluated at least twice nearly always (it may just have
+    taken the lead, or the re-evaluation share may be spent)."""
+    single = total = 0
+    for seed in range(4):
+        study = optuna.create_study(direction="maximize", sampler=AlphaNASSampler(seed=seed))
+
+        def count(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            nonlocal single, total
+            if trial.number >= 29:
+                total += 1
+                single += winner(study).n_evaluations < 2
+
+        study.optimize(_noisy_objective(0.5, seed), n_trials=60, callbacks=[count])
+    assert single <= 0.2 * total
+
+
 def test_noise_free_evaluations_need_fewer_reevaluations() -> None:
     """Repeats that agree exactly tell the model there is little noise: once it has seen some,
     far fewer re-evaluations follow than on a noisy objective."""

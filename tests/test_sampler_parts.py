@@ -304,6 +304,33 @@ def test_choose_reevaluation_only_among_plausible_best_masks() -> None:
     assert proposals.choose_reevaluation(means, sds, busy, rng) is None
 
 
+def test_choose_reevaluation_confirms_a_leader_measured_once() -> None:
+    rng = np.random.RandomState(0)
+    free = np.array([True, True, True])
+    means, sds = np.array([1.0, 0.5, 0.4]), np.array([0.01, 0.01, 0.01])
+    # A clear best measured once is measured again; measured twice, it is left alone.
+    assert proposals.choose_reevaluation(means, sds, free, rng, counts=np.array([1, 3, 3])) == 0
+    assert proposals.choose_reevaluation(means, sds, free, rng, counts=np.array([2, 3, 3])) is None
+    assert (
+        proposals.choose_reevaluation(
+            means, sds, free, rng, counts=np.array([2, 3, 3]), confirm_below=3
+        )
+        == 0
+    )
+    # Noise-free values (standard deviation 0) need no confirmation.
+    zero = np.zeros(3)
+    assert proposals.choose_reevaluation(means, zero, free, rng, counts=np.array([1, 1, 1])) is None
+    # A leader being evaluated elsewhere is skipped: the contenders decide, and only an
+    # available one is ever returned.
+    means, sds = np.array([1.0, 0.98, 0.5]), np.array([0.02, 0.02, 0.02])
+    busy_leader = np.array([False, True, True])
+    picks = [
+        proposals.choose_reevaluation(means, sds, busy_leader, rng, counts=np.array([1, 1, 1]))
+        for _ in range(100)
+    ]
+    assert set(picks) == {1, None}
+
+
 # --------------------------------------------------------------------------------------------------
 # The elite rule
 

@@ -177,18 +177,23 @@ def choose_reevaluation(
     available: np.ndarray,
     rng: np.random.RandomState,
     *,
+    counts: np.ndarray | None = None,
+    confirm_below: int = 2,
     z: float = 2.0,
     max_contenders: int = 5,
 ) -> int | None:
     """Which evaluated mask to measure again, or None if the best is already clear.
 
-    The contenders are the masks whose posterior value (``means`` ± ``sds``, higher is better)
-    is within ``z`` standard errors of the difference to the best mean (at most
-    ``max_contenders``, best first). With fewer than two, nothing needs another evaluation.
-    Otherwise one posterior draw per contender picks the one that looks best in this draw
-    (Thompson sampling for the best arm): masks that may well be the best get measured, in
-    proportion to how likely that is. A pick that is not ``available`` (being evaluated
-    elsewhere) gives None.
+    First, the leader (best posterior mean; higher is better) is confirmed: measured again while
+    it has fewer than ``confirm_below`` evaluations (``counts``) and its value is uncertain
+    (``sds`` > 0), so that the answer a study names is not one lucky draw. Otherwise the
+    contenders are the masks whose posterior value (``means`` ± ``sds``) is within ``z`` standard
+    errors of the difference to the best mean (at most ``max_contenders``, best first). With
+    fewer than two, nothing needs another evaluation. Otherwise one posterior draw per contender
+    picks the one that looks best in this draw (Thompson sampling for the best arm): masks that
+    may well be the best get measured, in proportion to how likely that is. A pick that is not
+    ``available`` (being evaluated elsewhere) gives None; a leader that is not available is
+    skipped for the contenders.
     """
     means = np.asarray(means, dtype=float)
     sds = np.asarray(sds, dtype=float)
@@ -196,6 +201,13 @@ def choose_reevaluation(
         return None
     order = np.argsort(-means, kind="stable")
     best = order[0]
+    if (
+        counts is not None
+        and counts[best] < confirm_below
+        and sds[best] > 0.0
+        and bool(available[best])
+    ):
+        return int(best)
     gap = means[best] - means
     spread = np.sqrt(sds[best] ** 2 + sds**2)
     plausible = gap < z * spread

@@ -58,6 +58,8 @@ REEVALUATE_FROM_GENERATION = 1
 # A mask is a contender for the best when its estimate is within this many standard errors.
 CONTENDER_Z = 2.0
 MAX_CONTENDERS = 5
+# The leader is measured again while it has fewer evaluations than this (and noise is not 0).
+CONFIRM_BELOW = 2
 
 
 class _LazyBits(list):
@@ -99,17 +101,20 @@ class AlphaNASSampler(BaseGASampler):
     once borrows strength from similar masks, one measured several times keeps its own mean, and
     noise-free evaluations are taken as they are. Once three repeats have reproduced their values
     exactly (and none differed), the objective is taken as deterministic: noise 0, so no further
-    re-evaluations. :func:`alphanas_optuna.winner` names the
-    study's answer with the same estimates.
+    re-evaluations. :func:`alphanas_optuna.winner` names the study's answer with the same
+    estimates.
 
-    **Re-evaluation** (``surrogate=True``, ``reevaluation_share > 0``). From generation 1 on, when
-    several masks could plausibly be the best (posterior means within two standard errors of the
-    best one's), the sampler may measure one of them again instead of a new mask: the one that
-    looks best in a posterior draw (Thompson sampling for the best arm). A re-evaluation is an
-    ordinary trial of the same mask, counted in the budget; at most ``reevaluation_share`` of the
-    trials are re-evaluations. Its proposal has origin ``"reevaluation"`` and ``"evaluation": k``
-    (the mask's k-th repeat), which :func:`evaluation_index` reads: the objective trains it with
-    another seed and never answers it from a cache of earlier results.
+    **Re-evaluation** (``surrogate=True``, ``reevaluation_share > 0``). From generation 1 on, a
+    leader (the mask with the best estimate) that has been measured only once, on an objective
+    that is not deterministic, is measured again first, so that the answer is not one lucky
+    draw. Otherwise, when several masks could plausibly be the best (posterior means within two
+    standard errors of the best one's), the sampler may measure one of them again instead of a
+    new mask: the one that looks best in a posterior draw (Thompson sampling for the best arm).
+    A re-evaluation is an ordinary trial of the same mask, counted in the budget; at most
+    ``reevaluation_share`` of the trials are re-evaluations. Its proposal has origin
+    ``"reevaluation"`` and ``"evaluation": k`` (the mask's k-th repeat), which
+    :func:`evaluation_index` reads: the objective trains it with another seed and never answers
+    it from a cache of earlier results.
 
     **Children (``surrogate=False``, and every multi-objective study).** The parent is an elite
     drawn uniformly at random; the child flips ``1 + Binomial(L - 1, (mutation_rate - 1) / (L -
@@ -624,6 +629,8 @@ class AlphaNASSampler(BaseGASampler):
             estimates.sds,
             available,
             rng,
+            counts=np.array([r.count for r in estimates.records]),
+            confirm_below=CONFIRM_BELOW,
             z=CONTENDER_Z,
             max_contenders=MAX_CONTENDERS,
         )
