@@ -567,6 +567,24 @@ def test_reevaluations_repeat_plausible_best_masks_within_their_share() -> None:
     assert len(new) == len(set(new))
 
 
+def test_reevaluations_are_a_share_of_the_trials_after_generation_0() -> None:
+    """Re-evaluations are spread over the search: at any point, at most ``reevaluation_share``
+    of the trials since generation 0 were re-evaluations (counted from the first trial, the
+    whole allowance could go on the first generation's few feasible masks)."""
+    for seed in range(3):
+        sampler = AlphaNASSampler(seed=seed, reevaluation_share=0.25)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(_noisy_objective(0.5, seed), n_trials=40)
+        after_first = again = 0
+        for trial in study.trials:
+            if _gen(trial) == 0:
+                continue
+            after_first += 1
+            again += trial.system_attrs[PROPOSAL]["origin"] == "reevaluation"
+            assert again <= 0.25 * after_first
+        assert again >= 3
+
+
 def test_the_answer_of_a_noisy_study_is_rarely_a_single_draw() -> None:
     """A mask that takes the lead on one evaluation is measured again: after each trial from
     the 30th on, the winner has been evaluated at least twice nearly always (it may just have

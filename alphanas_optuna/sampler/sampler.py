@@ -104,17 +104,18 @@ class AlphaNASSampler(BaseGASampler):
     re-evaluations. :func:`alphanas_optuna.winner` names the study's answer with the same
     estimates.
 
-    **Re-evaluation** (``surrogate=True``, ``reevaluation_share > 0``). From generation 1 on, a
-    leader (the mask with the best estimate) that has been measured only once, on an objective
-    that is not deterministic, is measured again first, so that the answer is not one lucky
-    draw. Otherwise, when several masks could plausibly be the best (posterior means within two
-    standard errors of the best one's), the sampler may measure one of them again instead of a
-    new mask: the one that looks best in a posterior draw (Thompson sampling for the best arm).
-    A re-evaluation is an ordinary trial of the same mask, counted in the budget; at most
-    ``reevaluation_share`` of the trials are re-evaluations. Its proposal has origin
-    ``"reevaluation"`` and ``"evaluation": k`` (the mask's k-th repeat), which
-    :func:`evaluation_index` reads: the objective trains it with another seed and never answers
-    it from a cache of earlier results.
+    **Re-evaluation** (``surrogate=True``, ``reevaluation_share > 0``). From generation 1 on,
+    the sampler may measure an evaluated mask again instead of a new one, in at most
+    ``reevaluation_share`` of the trials after generation 0 (a share of those, not of all trials,
+    so that re-evaluations are spread over the search rather than spent at once on the first
+    generation's few feasible, mostly poor, masks). A leader (the mask with the best estimate)
+    measured only once, on an objective that is not deterministic, is measured again first, so
+    that the answer is not one lucky draw. Otherwise, when several masks could plausibly be the
+    best (posterior means within two standard errors of the best one's), the one that looks best
+    in a posterior draw is (Thompson sampling for the best arm). A re-evaluation is an ordinary
+    trial of the same mask, counted in the budget. Its proposal has origin ``"reevaluation"`` and
+    ``"evaluation": k`` (the mask's k-th repeat), which :func:`evaluation_index` reads: the
+    objective trains it with another seed and never answers it from a cache of earlier results.
 
     **Children (``surrogate=False``, and every multi-objective study).** The parent is an elite
     drawn uniformly at random; the child flips ``1 + Binomial(L - 1, (mutation_rate - 1) / (L -
@@ -174,8 +175,8 @@ class AlphaNASSampler(BaseGASampler):
         surrogate: Use the value model: noise-aware estimates, model-chosen masks
             (single-objective studies) and re-evaluations. ``False`` gives the plain seed
             algorithm.
-        reevaluation_share: Largest share of trials spent re-evaluating masks, in [0, 1); 0
-            turns re-evaluation off.
+        reevaluation_share: Largest share of the trials after generation 0 spent re-evaluating
+            masks, in [0, 1); 0 turns re-evaluation off.
         search_radius: With the surrogate, the candidate children are the masks within this many
             flips of an elite (at least 1; ``mutation_rate`` applies to the plain algorithm).
         n_candidates: Most masks the model scores per proposal (at least 1).
@@ -617,8 +618,11 @@ class AlphaNASSampler(BaseGASampler):
             return None
         digest = snapshot.digest
         spent = digest.n_reevaluations + snapshot.n_pending_reevaluations
-        total = digest.n_evaluated + snapshot.n_pending + 1
-        if spent + 1 > self._reevaluation_share * total:
+        # The share is of the trials after generation 0, so that re-evaluations are spread over
+        # the search: counted from the first trial, the whole allowance could go at once on the
+        # first generation's few feasible (and mostly poor) masks.
+        after_first = digest.n_evaluated - digest.generation_counts.get(0, 0) + snapshot.n_pending
+        if spent + 1 > self._reevaluation_share * (after_first + 1):
             return None
         estimates = self._estimates(digest, n, study.directions)
         if estimates.model is None or len(study.directions) > 1:
