@@ -304,31 +304,20 @@ def test_choose_reevaluation_only_among_plausible_best_masks() -> None:
     assert proposals.choose_reevaluation(means, sds, busy, rng) is None
 
 
-def test_choose_reevaluation_confirms_a_leader_measured_once() -> None:
-    rng = np.random.RandomState(0)
+def test_leader_to_confirm_only_a_leader_measured_once_with_noise() -> None:
     free = np.array([True, True, True])
-    means, sds = np.array([1.0, 0.5, 0.4]), np.array([0.01, 0.01, 0.01])
-    # A clear best measured once is measured again; measured twice, it is left alone.
-    assert proposals.choose_reevaluation(means, sds, free, rng, counts=np.array([1, 3, 3])) == 0
-    assert proposals.choose_reevaluation(means, sds, free, rng, counts=np.array([2, 3, 3])) is None
-    assert (
-        proposals.choose_reevaluation(
-            means, sds, free, rng, counts=np.array([2, 3, 3]), confirm_below=3
-        )
-        == 0
-    )
+    means, sds = np.array([1.0, 0.5, 1.0]), np.array([0.01, 0.01, 0.01])
+    # The leader (the first of the tied best) measured once is measured again, however clear
+    # its lead; measured twice, it is left alone (unless more are asked for).
+    assert proposals.leader_to_confirm(means, sds, np.array([1, 3, 1]), free) == 0
+    assert proposals.leader_to_confirm(means, sds, np.array([2, 1, 1]), free) is None
+    assert proposals.leader_to_confirm(means, sds, np.array([2, 1, 1]), free, confirm_below=3) == 0
     # Noise-free values (standard deviation 0) need no confirmation.
-    zero = np.zeros(3)
-    assert proposals.choose_reevaluation(means, zero, free, rng, counts=np.array([1, 1, 1])) is None
-    # A leader being evaluated elsewhere is skipped: the contenders decide, and only an
-    # available one is ever returned.
-    means, sds = np.array([1.0, 0.98, 0.5]), np.array([0.02, 0.02, 0.02])
-    busy_leader = np.array([False, True, True])
-    picks = [
-        proposals.choose_reevaluation(means, sds, busy_leader, rng, counts=np.array([1, 1, 1]))
-        for _ in range(100)
-    ]
-    assert set(picks) == {1, None}
+    assert proposals.leader_to_confirm(means, np.zeros(3), np.array([1, 1, 1]), free) is None
+    # A leader being evaluated elsewhere is not confirmed (again) here.
+    busy = np.array([False, True, True])
+    assert proposals.leader_to_confirm(means, sds, np.array([1, 1, 1]), busy) is None
+    assert proposals.leader_to_confirm(np.array([]), np.array([]), np.array([]), free) is None
 
 
 # --------------------------------------------------------------------------------------------------

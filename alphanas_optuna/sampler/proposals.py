@@ -20,6 +20,7 @@ __all__ = [
     "flip_patterns",
     "initial_candidates",
     "keep_probabilities",
+    "leader_to_confirm",
     "nearest_free",
     "neighbourhood",
     "popcount",
@@ -171,29 +172,46 @@ def farthest(candidates: np.ndarray, others: list[int]) -> int:
     return int(np.argmax(distance))
 
 
+def leader_to_confirm(
+    means: np.ndarray,
+    sds: np.ndarray,
+    counts: np.ndarray,
+    available: np.ndarray,
+    *,
+    confirm_below: int = 2,
+) -> int | None:
+    """The leader (best posterior mean; higher is better, first on ties) if it should be
+    measured again before anything else: it has fewer than ``confirm_below`` evaluations
+    (``counts``), its value is uncertain (``sds`` > 0: the objective is not deterministic) and
+    it is ``available`` (not being evaluated elsewhere). Else None. The answer a study names
+    should not be one lucky draw."""
+    means = np.asarray(means, dtype=float)
+    if len(means) == 0:
+        return None
+    best = int(np.argmax(means))
+    if counts[best] < confirm_below and sds[best] > 0.0 and bool(available[best]):
+        return best
+    return None
+
+
 def choose_reevaluation(
     means: np.ndarray,
     sds: np.ndarray,
     available: np.ndarray,
     rng: np.random.RandomState,
     *,
-    counts: np.ndarray | None = None,
-    confirm_below: int = 2,
     z: float = 2.0,
     max_contenders: int = 5,
 ) -> int | None:
     """Which evaluated mask to measure again, or None if the best is already clear.
 
-    First, the leader (best posterior mean; higher is better) is confirmed: measured again while
-    it has fewer than ``confirm_below`` evaluations (``counts``) and its value is uncertain
-    (``sds`` > 0), so that the answer a study names is not one lucky draw. Otherwise the
-    contenders are the masks whose posterior value (``means`` ± ``sds``) is within ``z`` standard
-    errors of the difference to the best mean (at most ``max_contenders``, best first). With
-    fewer than two, nothing needs another evaluation. Otherwise one posterior draw per contender
-    picks the one that looks best in this draw (Thompson sampling for the best arm): masks that
-    may well be the best get measured, in proportion to how likely that is. A pick that is not
-    ``available`` (being evaluated elsewhere) gives None; a leader that is not available is
-    skipped for the contenders.
+    The contenders are the masks whose posterior value (``means`` ± ``sds``, higher is better)
+    is within ``z`` standard errors of the difference to the best mean (at most
+    ``max_contenders``, best first). With fewer than two, nothing needs another evaluation.
+    Otherwise one posterior draw per contender picks the one that looks best in this draw
+    (Thompson sampling for the best arm): masks that may well be the best get measured, in
+    proportion to how likely that is. A pick that is not ``available`` (being evaluated
+    elsewhere) gives None.
     """
     means = np.asarray(means, dtype=float)
     sds = np.asarray(sds, dtype=float)
@@ -201,13 +219,6 @@ def choose_reevaluation(
         return None
     order = np.argsort(-means, kind="stable")
     best = order[0]
-    if (
-        counts is not None
-        and counts[best] < confirm_below
-        and sds[best] > 0.0
-        and bool(available[best])
-    ):
-        return int(best)
     gap = means[best] - means
     spread = np.sqrt(sds[best] ** 2 + sds**2)
     plausible = gap < z * spread

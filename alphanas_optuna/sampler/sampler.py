@@ -106,14 +106,14 @@ class AlphaNASSampler(BaseGASampler):
 
     **Re-evaluation** (``surrogate=True``, ``reevaluation_share > 0``). From generation 1 on,
     the sampler may measure an evaluated mask again instead of a new one, in at most
-    ``reevaluation_share`` of the trials after generation 0 (a share of those, not of all trials,
-    so that re-evaluations are spread over the search rather than spent at once on the first
-    generation's few feasible, mostly poor, masks). A leader (the mask with the best estimate)
-    measured only once, on an objective that is not deterministic, is measured again first, so
-    that the answer is not one lucky draw. Otherwise, when several masks could plausibly be the
-    best (posterior means within two standard errors of the best one's), the one that looks best
-    in a posterior draw is (Thompson sampling for the best arm). A re-evaluation is an ordinary
-    trial of the same mask, counted in the budget. Its proposal has origin ``"reevaluation"`` and
+    ``reevaluation_share`` of the trials. A leader (the mask with the best estimate) measured
+    only once, on an objective that is not deterministic, is measured again first, so that the
+    answer is not one lucky draw. Otherwise, when several masks could plausibly be the best
+    (posterior means within two standard errors of the best one's), the one that looks best in
+    a posterior draw is (Thompson sampling for the best arm), within ``reevaluation_share`` of
+    the trials after generation 0: spread over the search rather than spent at once on the
+    first generation's few feasible, mostly poor, masks. A re-evaluation is an ordinary trial of
+    the same mask, counted in the budget. Its proposal has origin ``"reevaluation"`` and
     ``"evaluation": k`` (the mask's k-th repeat), which :func:`evaluation_index` reads: the
     objective trains it with another seed and never answers it from a cache of earlier results.
 
@@ -175,8 +175,9 @@ class AlphaNASSampler(BaseGASampler):
         surrogate: Use the value model: noise-aware estimates, model-chosen masks
             (single-objective studies) and re-evaluations. ``False`` gives the plain seed
             algorithm.
-        reevaluation_share: Largest share of the trials after generation 0 spent re-evaluating
-            masks, in [0, 1); 0 turns re-evaluation off.
+        reevaluation_share: Largest share of the trials spent re-evaluating masks, in [0, 1)
+            (of the trials after generation 0 for all but a new leader's confirmation); 0 turns
+            re-evaluation off.
         search_radius: With the surrogate, the candidate children are the masks within this many
             flips of an elite (at least 1; ``mutation_rate`` applies to the plain algorithm).
         n_candidates: Most masks the model scores per proposal (at least 1).
@@ -618,26 +619,36 @@ class AlphaNASSampler(BaseGASampler):
             return None
         digest = snapshot.digest
         spent = digest.n_reevaluations + snapshot.n_pending_reevaluations
-        # The share is of the trials after generation 0, so that re-evaluations are spread over
-        # the search: counted from the first trial, the whole allowance could go at once on the
-        # first generation's few feasible (and mostly poor) masks.
-        after_first = digest.n_evaluated - digest.generation_counts.get(0, 0) + snapshot.n_pending
-        if spent + 1 > self._reevaluation_share * (after_first + 1):
+        total = digest.n_evaluated + snapshot.n_pending + 1
+        if spent + 1 > self._reevaluation_share * total:
             return None
         estimates = self._estimates(digest, n, study.directions)
         if estimates.model is None or len(study.directions) > 1:
             return None
         available = np.array([r.code not in snapshot.pending for r in estimates.records])
-        pick = proposals.choose_reevaluation(
+        pick = proposals.leader_to_confirm(
             estimates.means,
             estimates.sds,
+            np.array([r.count for r in estimates.records]),
             available,
-            rng,
-            counts=np.array([r.count for r in estimates.records]),
             confirm_below=CONFIRM_BELOW,
-            z=CONTENDER_Z,
-            max_contenders=MAX_CONTENDERS,
         )
+        if pick is None:
+            # The contenders' share is of the trials after generation 0, so that these
+            # re-evaluations are spread over the search: counted from the first trial, the
+            # allowance could go at once on the first generation's few feasible, mostly poor,
+            # masks (in a large space the first leaders are far from the answer).
+            after_first = total - digest.generation_counts.get(0, 0)
+            if spent + 1 > self._reevaluation_share * after_first:
+                return None
+            pick = proposals.choose_reevaluation(
+                estimates.means,
+                estimates.sds,
+                available,
+                rng,
+                z=CONTENDER_Z,
+                max_contenders=MAX_CONTENDERS,
+            )
         if pick is None:
             return None
         record = estimates.records[pick]
