@@ -606,7 +606,7 @@ def test_the_answer_of_a_noisy_study_is_rarely_a_single_draw() -> None:
                 single += winner(study).n_evaluations < 2
 
         study.optimize(_noisy_objective(0.5, seed), n_trials=60, callbacks=[count])
-    assert single <= 0.2 * total
+    assert single <= 0.1 * total
 
 
 def test_noise_free_evaluations_need_fewer_reevaluations() -> None:

@@ -390,6 +390,7 @@ def test_snapshot_folds_finished_trials_once_and_collects_pending_masks() -> Non
     snap = take_snapshot(digest, study.get_trials(deepcopy=False), None, **keys)
     assert snap.pending == {mask_to_code((1, 0, 1))}
     assert snap.n_layers == 3 and snap.others_pending and snap.n_pending == 1
+    assert snap.n_pending_first_generation == 1 and snap.n_pending_reevaluations == 0
     assert digest.evaluated == {mask_to_code((1, 1, 0)), mask_to_code((0, 1, 1))}
     assert digest.scan_from == 3 and digest.n_evaluated == 3
     record = digest.evidence.records(3)[mask_to_code((1, 1, 0))]

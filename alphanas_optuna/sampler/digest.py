@@ -170,6 +170,8 @@ class Snapshot:
     others_pending: bool = False
     n_pending: int = 0
     n_pending_reevaluations: int = 0
+    # Pending trials of generation 0 (the first generation's, still being evaluated).
+    n_pending_first_generation: int = 0
 
 
 def take_snapshot(
@@ -193,7 +195,7 @@ def take_snapshot(
     prefix_done = True
     others_pending = False
     pending_full = False
-    n_pending = n_pending_reevaluations = 0
+    n_pending = n_pending_reevaluations = n_pending_first_generation = 0
     for index in range(start, len(trials)):
         t = trials[index]
         tid = t._trial_id
@@ -215,6 +217,7 @@ def take_snapshot(
             others_pending = True
             n_pending += 1
             n_pending_reevaluations += origin_of(t, proposal_key) == "reevaluation"
+            n_pending_first_generation += generation_of(t, proposal_key, generation_key) == 0
             mask = mask_of(t, prefix, proposal_key)
             if mask is not None:
                 pending.add(mask_to_code(mask))
@@ -247,6 +250,7 @@ def take_snapshot(
         others_pending=others_pending,
         n_pending=n_pending,
         n_pending_reevaluations=n_pending_reevaluations,
+        n_pending_first_generation=n_pending_first_generation,
     )
 
 

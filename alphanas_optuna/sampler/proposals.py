@@ -181,7 +181,7 @@ def leader_to_confirm(
     confirm_below: int = 2,
 ) -> int | None:
     """The leader (best posterior mean; higher is better, first on ties) if it should be
-    measured again before anything else: it has fewer than ``confirm_below`` evaluations
+    measured again before anything else: it has had fewer than ``confirm_below`` evaluations
     (``counts``), its value is uncertain (``sds`` > 0: the objective is not deterministic) and
     it is ``available`` (not being evaluated elsewhere). Else None. The answer a study names
     should not be one lucky draw."""

@@ -106,16 +106,19 @@ class AlphaNASSampler(BaseGASampler):
 
     **Re-evaluation** (``surrogate=True``, ``reevaluation_share > 0``). From generation 1 on,
     the sampler may measure an evaluated mask again instead of a new one, in at most
-    ``reevaluation_share`` of the trials. A leader (the mask with the best estimate) measured
-    only once, on an objective that is not deterministic, is measured again first, so that the
-    answer is not one lucky draw. Otherwise, when several masks could plausibly be the best
-    (posterior means within two standard errors of the best one's), the one that looks best in
-    a posterior draw is (Thompson sampling for the best arm), within ``reevaluation_share`` of
-    the trials after generation 0: spread over the search rather than spent at once on the
-    first generation's few feasible, mostly poor, masks. A re-evaluation is an ordinary trial of
-    the same mask, counted in the budget. Its proposal has origin ``"reevaluation"`` and
-    ``"evaluation": k`` (the mask's k-th repeat), which :func:`evaluation_index` reads: the
-    objective trains it with another seed and never answers it from a cache of earlier results.
+    ``reevaluation_share`` of the trials. A leader (the mask with the best estimate) evaluated
+    only once, on an objective that is not deterministic, is measured again first (unless
+    another trial is measuring it), so that the answer is not one lucky draw. Otherwise, when
+    several masks could plausibly be the best (posterior means within two standard errors of
+    the best one's), the one that looks best in a posterior draw is measured again (Thompson
+    sampling for the best arm), but only while all re-evaluations so far stay within
+    ``reevaluation_share`` of the trials after generation 0: spread over the search rather than
+    spent at once on the first generation's few feasible, mostly poor, masks. (The leader here
+    is the sampler's; :func:`alphanas_optuna.winner` may also set aside masks whose accuracy is
+    too close to a study's floor.) A re-evaluation is an ordinary trial of the same mask,
+    counted in the budget. Its proposal has origin ``"reevaluation"`` and ``"evaluation": k``
+    (the mask's k-th repeat), which :func:`evaluation_index` reads: the objective trains it with
+    another seed and never answers it from a cache of earlier results.
 
     **Children (``surrogate=False``, and every multi-objective study).** The parent is an elite
     drawn uniformly at random; the child flips ``1 + Binomial(L - 1, (mutation_rate - 1) / (L -
@@ -175,9 +178,9 @@ class AlphaNASSampler(BaseGASampler):
         surrogate: Use the value model: noise-aware estimates, model-chosen masks
             (single-objective studies) and re-evaluations. ``False`` gives the plain seed
             algorithm.
-        reevaluation_share: Largest share of the trials spent re-evaluating masks, in [0, 1)
-            (of the trials after generation 0 for all but a new leader's confirmation); 0 turns
-            re-evaluation off.
+        reevaluation_share: Largest share of the trials spent re-evaluating masks, in [0, 1);
+            only a new leader's confirmation may use it before the trials after generation 0
+            allow; 0 turns re-evaluation off.
         search_radius: With the surrogate, the candidate children are the masks within this many
             flips of an elite (at least 1; ``mutation_rate`` applies to the plain algorithm).
         n_candidates: Most masks the model scores per proposal (at least 1).
@@ -626,10 +629,12 @@ class AlphaNASSampler(BaseGASampler):
         if estimates.model is None or len(study.directions) > 1:
             return None
         available = np.array([r.code not in snapshot.pending for r in estimates.records])
+        # Evaluations, not only those with a value: a re-evaluation stopped early by a pruner
+        # measured nothing, but should not make the leader be confirmed again and again.
         pick = proposals.leader_to_confirm(
             estimates.means,
             estimates.sds,
-            np.array([r.count for r in estimates.records]),
+            np.array([r.n_evaluations for r in estimates.records]),
             available,
             confirm_below=CONFIRM_BELOW,
         )
@@ -638,7 +643,8 @@ class AlphaNASSampler(BaseGASampler):
             # re-evaluations are spread over the search: counted from the first trial, the
             # allowance could go at once on the first generation's few feasible, mostly poor,
             # masks (in a large space the first leaders are far from the answer).
-            after_first = total - digest.generation_counts.get(0, 0)
+            first = digest.generation_counts.get(0, 0) + snapshot.n_pending_first_generation
+            after_first = total - first
             if spent + 1 > self._reevaluation_share * after_first:
                 return None
             pick = proposals.choose_reevaluation(
