@@ -101,7 +101,8 @@ def winner(
     digest, n, estimates = _estimated(study, prefix, pooled)
     floor = _min_accuracy(study)
     candidates = [
-        _winner(study, digest, n, estimates, int(i)) for i in np.argsort(-estimates.means)
+        _winner(study, digest, n, estimates, int(i))
+        for i in np.argsort(-estimates.means, kind="stable")
     ]
     for w in candidates:
         # Noise also decides feasibility: a mask measured once just above the accuracy floor

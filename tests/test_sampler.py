@@ -591,6 +591,62 @@ def test_reevaluations_are_spread_over_the_search() -> None:
         assert again >= 3
 
 
+def test_several_workers_keep_the_reevaluation_caps() -> None:
+    """Three workers (threads, each with its own sampler object, on one storage) share the
+    re-evaluation allowances: re-evaluations stay within a quarter of the trials, give or take
+    one per worker deciding at the same time, and no mask is re-evaluated by two workers at
+    once."""
+    import threading
+    import time
+
+    storage = optuna.storages.InMemoryStorage()
+    optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    rng = np.random.default_rng(0)
+    lock = threading.Lock()
+    running: dict[str, int] = {}
+    overlaps: list[str] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        mask = format_mask(suggest_mask(trial, 10))
+        with lock:
+            if running.get(mask, 0):
+                overlaps.append(mask)
+            running[mask] = running.get(mask, 0) + 1
+            noise = 0.5 * float(rng.standard_normal())
+        time.sleep(0.005)  # Let the workers' trials overlap.
+        with lock:
+            running[mask] -= 1
+        return float(np.dot(WEIGHTS, [int(c) for c in mask])) + noise
+
+    def work(seed: int) -> None:
+        study = optuna.load_study(
+            study_name="s", storage=storage, sampler=AlphaNASSampler(seed=seed)
+        )
+        study.optimize(objective, n_trials=20)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert len(trials) == 60
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    origins = [t.system_attrs[PROPOSAL]["origin"] for t in trials]
+    n_again = origins.count("reevaluation")
+    assert n_again >= 3
+    # At every point, within a quarter of the trials so far, give or take the other two
+    # workers' decisions in flight.
+    again = 0
+    for k, origin in enumerate(origins, start=1):
+        again += origin == "reevaluation"
+        assert again <= 0.25 * k + 2
+    assert not overlaps
+    # New masks are never repeated, whichever worker proposed them.
+    new = [t.system_attrs[PROPOSAL]["mask"] for t, o in zip(trials, origins) if o != "reevaluation"]
+    assert len(new) == len(set(new))
+
+
 def test_the_answer_of_a_noisy_study_is_rarely_a_single_draw() -> None:
     """A mask that takes the lead on one evaluation is measured again: after each trial from
     the 30th on, the winner has been evaluated at least twice nearly always (it may just have

@@ -56,6 +56,16 @@ def test_a_lucky_single_draw_is_not_the_answer_but_best_trial_is() -> None:
     assert winner(study, pooled=False).mask == format_mask(lucky)
 
 
+def test_ties_go_to_the_mask_evaluated_first() -> None:
+    """Equal estimates: the mask evaluated first is the answer, as the sampler's leader is (a
+    stable order, whatever the number of masks)."""
+    study = optuna.create_study(direction="maximize")
+    masks = [tuple((code >> i) & 1 for i in range(N)) for code in range(1, 2**N)]
+    for k, mask in enumerate(masks):
+        _add(study, mask, 0.0 if k < 40 else 1.0)
+    assert winner(study, pooled=False).mask == format_mask(masks[40])
+
+
 def test_accuracy_and_params_come_from_the_trials_attributes() -> None:
     study = optuna.create_study(direction="maximize")
     lam = 0.002
