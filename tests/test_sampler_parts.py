@@ -320,6 +320,41 @@ def test_leader_to_confirm_only_a_leader_measured_once_with_noise() -> None:
     assert proposals.leader_to_confirm(np.array([]), np.array([]), np.array([]), free) is None
 
 
+def test_knowledge_gradient_against_hand_computed_values() -> None:
+    # Means 1.0, 0.9, 0.5 with sd 0.1 and noise variance 0.01: one more evaluation moves a
+    # posterior mean by a normal step of sd 0.01 / sqrt(0.02) = 0.0707107. The two leaders are
+    # 0.1 apart: z = -0.1 / 0.0707107 = -1.414214, f(z) = z Phi(z) + phi(z) = -1.414214 *
+    # 0.0786496 + 0.1467626 = 0.0355346, gain 0.0025127. The third, 0.5 behind, gains ~0.
+    gain = proposals.knowledge_gradient(np.array([1.0, 0.9, 0.5]), np.full(3, 0.1), 0.01)
+    assert gain[0] == pytest.approx(0.0025127, abs=1e-7)
+    assert gain[1] == pytest.approx(0.0025127, abs=1e-7)
+    assert 0.0 <= gain[2] < 1e-12
+    # A mask known exactly gains nothing; a lone mask has no rival to overtake.
+    assert proposals.knowledge_gradient(np.array([1.0, 0.9]), np.array([0.1, 0.0]), 0.01)[
+        1
+    ] == pytest.approx(0.0)
+    assert proposals.knowledge_gradient(np.array([1.0]), np.array([0.1]), 0.01)[0] == 0.0
+    assert len(proposals.knowledge_gradient(np.array([]), np.array([]), 0.01)) == 0
+    # Without noise the step is the whole sd: z = -0.1 / 0.1 = -1, f = -0.1586553 + 0.2419707.
+    gain = proposals.knowledge_gradient(np.array([1.0, 0.9]), np.full(2, 0.1), 0.0)
+    assert gain[1] == pytest.approx(0.1 * 0.0833155, abs=1e-7)
+
+
+def test_knowledge_gradient_of_new_masks_against_hand_computed_values() -> None:
+    # Predicted 1.0 ± 0.1 against a best estimate of 0.95, noise variance 0.01: step 0.0707107,
+    # z = 0.05 / 0.0707107 = 0.7071068, f = 0.7071068 * 0.7602499 + 0.3106966 = 0.8482761,
+    # gain 0.0599821; half of it at P(feasible) = 0.5. A prediction without uncertainty
+    # below the best lifts nothing; one above it lifts by its lead.
+    gain = proposals.knowledge_gradient_new(
+        np.array([1.0, 1.0, 0.9, 1.0]),
+        np.array([0.1, 0.1, 0.0, 0.0]),
+        np.array([1.0, 0.5, 1.0, 1.0]),
+        0.95,
+        0.01,
+    )
+    assert gain == pytest.approx([0.0599821, 0.0299910, 0.0, 0.05], abs=1e-6)
+
+
 # --------------------------------------------------------------------------------------------------
 # The elite rule
 

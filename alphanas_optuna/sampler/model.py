@@ -175,6 +175,11 @@ class ValueModel:
         beta, cov, _ = _weighted_ridge(x, y, tau2 + sigma2 / counts, prior)
         return cls(n, beta, cov, sigma2, tau2, y_mean, y_scale)
 
+    @property
+    def noise_variance(self) -> float:
+        """Variance of one evaluation's noise (original units)."""
+        return self.sigma2 * self.y_scale**2
+
     def posterior(
         self, codes: np.ndarray, counts: np.ndarray, means: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,8 @@ __all__ = [
     "flip_patterns",
     "initial_candidates",
     "keep_probabilities",
+    "knowledge_gradient",
+    "knowledge_gradient_new",
     "leader_to_confirm",
     "nearest_free",
     "neighbourhood",
@@ -229,3 +231,65 @@ def choose_reevaluation(
     draw = means[contenders] + sds[contenders] * rng.standard_normal(len(contenders))
     pick = int(contenders[int(np.argmax(draw))])
     return pick if bool(available[pick]) else None
+
+
+def knowledge_gradient(means: np.ndarray, sds: np.ndarray, noise_var: float) -> np.ndarray:
+    """For each evaluated mask, the expected increase of the best posterior mean (higher is
+    better) if it were measured once more: the knowledge gradient with independent normal
+    beliefs (Frazier, Powell and Dayanik, 2008).
+
+    One more evaluation, with noise variance ``noise_var``, moves mask ``i``'s posterior mean by
+    a normal step of standard deviation ``s_i^2 / sqrt(s_i^2 + noise_var)`` (``s`` = ``sds``);
+    the best mean rises only where the step crosses the best of the other masks, so the gain is
+    ``t * f(-|mean_i - best_other| / t)`` with ``f(z) = z Phi(z) + phi(z)``. A mask far behind
+    the best, or already well measured, gains little.
+    """
+    means = np.asarray(means, dtype=float)
+    sds = np.asarray(sds, dtype=float)
+    if len(means) < 2:
+        return np.zeros(len(means))  # No rival to overtake.
+    order = np.argsort(-means, kind="stable")
+    best = means[order[0]]
+    second = means[order[1]]
+    other = np.where(np.arange(len(means)) == order[0], second, best)
+    step = _step(sds, noise_var)
+    return _expected_excess(-np.abs(means - other), step)
+
+
+def knowledge_gradient_new(
+    means: np.ndarray,
+    sds: np.ndarray,
+    p_feasible: np.ndarray,
+    best: float,
+    noise_var: float,
+) -> np.ndarray:
+    """The same gain for masks not evaluated yet, with predicted value ``means`` ± ``sds``: the
+    expected amount by which one evaluation would lift the best posterior mean ``best`` above
+    itself, ``t * f((mean - best) / t)``, times the chance that the mask is feasible (an
+    infeasible one lifts nothing)."""
+    step = _step(np.asarray(sds, dtype=float), noise_var)
+    return np.asarray(p_feasible, dtype=float) * _expected_excess(
+        np.asarray(means, dtype=float) - best, step
+    )
+
+
+def _step(sds: np.ndarray, noise_var: float) -> np.ndarray:
+    """Standard deviation of the change of a posterior mean of sd ``sds`` after one evaluation
+    with noise variance ``noise_var``."""
+    var = sds**2
+    total = var + max(noise_var, 0.0)
+    return np.divide(var, np.sqrt(total), out=np.zeros_like(var), where=total > 0)
+
+
+_erf = np.vectorize(math.erf, otypes=[float])
+
+
+def _expected_excess(delta: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``E[max(delta + scale * Z, 0)]`` for standard normal ``Z``: ``scale * f(delta / scale)``
+    with ``f(z) = z Phi(z) + phi(z)``, and ``max(delta, 0)`` where ``scale`` is 0."""
+    delta = np.asarray(delta, dtype=float)
+    scale = np.asarray(scale, dtype=float)
+    safe = np.where(scale > 0, scale, 1.0)
+    z = delta / safe
+    f = z * 0.5 * (1.0 + _erf(z / math.sqrt(2.0))) + np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    return np.where(scale > 0, scale * f, np.maximum(delta, 0.0))

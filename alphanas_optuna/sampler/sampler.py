@@ -112,8 +112,12 @@ class AlphaNASSampler(BaseGASampler):
     several masks could plausibly be the best (posterior means within two standard errors of
     the best one's), the one that looks best in a posterior draw is measured again (Thompson
     sampling for the best arm), but only while all re-evaluations so far stay within
-    ``reevaluation_share`` of the trials after generation 0: spread over the search rather than
-    spent at once on the first generation's few feasible, mostly poor, masks. (The leader here
+    ``reevaluation_share`` of the trials after generation 0 (spread over the search rather than
+    spent at once on the first generation's few feasible, mostly poor, masks), and only when a
+    repeat promises more than a new mask: the largest knowledge gradient of measuring an
+    evaluated mask again (the expected lift of the best estimate) is at least that of the most
+    promising candidate child, weighted by its chance of being feasible. Early in a search new
+    masks usually promise more; as the estimates sharpen, repeats do. (The leader here
     is the sampler's; :func:`alphanas_optuna.winner` may also set aside masks whose accuracy is
     too close to a study's floor.) A re-evaluation is an ordinary trial of the same mask,
     counted in the budget. Its proposal has origin ``"reevaluation"`` and ``"evaluation": k``
@@ -596,16 +600,23 @@ class AlphaNASSampler(BaseGASampler):
             return full, "full", None
         model_on = self._uses_model(study) and n <= _MAX_MODEL_LAYERS
         if generation >= REEVALUATE_FROM_GENERATION:
-            again = self._reevaluation(study, snapshot, n, rng)
-            if again is not None:
-                return again
             elites = [e for e in self.get_parent_population(study, generation)]
             elite_codes = [self._code_of(e) for e in elites]
             keep = [i for i, c in enumerate(elite_codes) if c is not None and c >> n == 0]
-            if keep:
-                elites = [elites[i] for i in keep]
-                codes = [int(elite_codes[i]) for i in keep]  # type: ignore[arg-type]
-                code, k = self._child(study, snapshot, codes, n, taken, rng, model_on)
+            elites = [elites[i] for i in keep]
+            codes = [int(elite_codes[i]) for i in keep]  # type: ignore[arg-type]
+            # The model's candidate children, scored for a child and weighed against a repeat.
+            neighbours = None
+            estimates = self._estimates(snapshot.digest, n, study.directions) if model_on else None
+            if codes and estimates is not None and estimates.model is not None:
+                neighbours = proposals.neighbourhood(
+                    codes, n, self._search_radius, taken, self._n_candidates, rng
+                )
+            again = self._reevaluation(study, snapshot, n, rng, neighbours)
+            if again is not None:
+                return again
+            if codes:
+                code, k = self._child(study, snapshot, codes, n, taken, rng, neighbours)
                 return code, "child", elites[k]
         if model_on:
             chosen = self._initial(study, snapshot, n, taken, rng)
@@ -615,7 +626,12 @@ class AlphaNASSampler(BaseGASampler):
         return proposals.random_mask(n, probs, taken, rng), "random", None
 
     def _reevaluation(
-        self, study: Study, snapshot: Snapshot, n: int, rng: np.random.RandomState
+        self,
+        study: Study,
+        snapshot: Snapshot,
+        n: int,
+        rng: np.random.RandomState,
+        neighbours: tuple[np.ndarray, np.ndarray] | None,
     ) -> tuple[int, str, FrozenTrial | None] | None:
         """A mask to measure again (see the class docstring), or None."""
         if not self._surrogate or self._reevaluation_share <= 0.0:
@@ -655,10 +671,45 @@ class AlphaNASSampler(BaseGASampler):
                 z=CONTENDER_Z,
                 max_contenders=MAX_CONTENDERS,
             )
+            if pick is not None and not self._worth_repeating(
+                snapshot.digest, estimates, available, neighbours, n
+            ):
+                return None
         if pick is None:
             return None
         record = estimates.records[pick]
         return record.code, "reevaluation", digest.trials_by_id[record.representative]
+
+    def _worth_repeating(
+        self,
+        digest: StudyDigest,
+        estimates: Estimates,
+        available: np.ndarray,
+        neighbours: tuple[np.ndarray, np.ndarray] | None,
+        n: int,
+    ) -> bool:
+        """Whether measuring a contender again promises more than the most promising new child:
+        the larger knowledge gradient (expected lift of the best estimate from one evaluation,
+        see :func:`~.proposals.knowledge_gradient`). Early in a search, when new masks may well
+        beat every estimate, new masks win; as the estimates sharpen, repeats do."""
+        model = estimates.model
+        assert model is not None
+        noise_var = model.noise_variance
+        if noise_var <= 0.0:
+            return False
+        gain = proposals.knowledge_gradient(estimates.means, estimates.sds, noise_var)
+        gain = gain[available]
+        if not len(gain):
+            return False
+        if neighbours is None or not len(neighbours[0]):
+            return True
+        candidates = neighbours[0]
+        mean, sd = model.predict(candidates)
+        feasibility = digest.feasibility.get(n)
+        p = np.ones(len(candidates)) if feasibility is None else feasibility.p_feasible(candidates)
+        best = float(estimates.means.max())
+        new = proposals.knowledge_gradient_new(mean, sd, p, best, noise_var)
+        return float(gain.max()) >= float(new.max())
 
     def _child(
         self,
@@ -668,19 +719,16 @@ class AlphaNASSampler(BaseGASampler):
         n: int,
         taken: set[int],
         rng: np.random.RandomState,
-        model_on: bool,
+        neighbours: tuple[np.ndarray, np.ndarray] | None,
     ) -> tuple[int, int]:
-        """A child of the elites (code, index of its parent)."""
-        if model_on:
+        """A child of the elites (code, index of its parent): the best-scored of the model's
+        candidate ``neighbours`` (codes, parent indices) if there are any, else random flips."""
+        if neighbours is not None and len(neighbours[0]):
+            candidates, parents = neighbours
             estimates = self._estimates(snapshot.digest, n, study.directions)
-            if estimates.model is not None:
-                candidates, parents = proposals.neighbourhood(
-                    elites, n, self._search_radius, taken, self._n_candidates, rng
-                )
-                if len(candidates):
-                    score = self._acquisition(snapshot.digest, estimates, candidates, n, rng)
-                    best = int(np.argmax(score))
-                    return int(candidates[best]), int(parents[best])
+            score = self._acquisition(snapshot.digest, estimates, candidates, n, rng)
+            best = int(np.argmax(score))
+            return int(candidates[best]), int(parents[best])
         for _ in range(proposals.MAX_REDRAWS):
             k = int(rng.randint(len(elites)))
             child = elites[k] ^ proposals.flip_pattern(n, self._mutation_rate, rng)
