@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -156,6 +157,11 @@ class StudyDigest:
             if feasible:
                 self.complete_by_generation.setdefault(generation, []).append(trial._trial_id)
         return record
+
+    def p_feasible(self, n: int, codes: np.ndarray) -> np.ndarray:
+        """P(feasible) of masks of length ``n`` (1 before any was evaluated)."""
+        model = self.feasibility.get(n)
+        return np.ones(len(codes)) if model is None else model.p_feasible(codes)
 
 
 @dataclass

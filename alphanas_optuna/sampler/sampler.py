@@ -705,9 +705,8 @@ class AlphaNASSampler(BaseGASampler):
             return True
         candidates = neighbours[0]
         mean, sd = model.predict(candidates)
-        feasibility = digest.feasibility.get(n)
-        p = np.ones(len(candidates)) if feasibility is None else feasibility.p_feasible(candidates)
         best = float(estimates.means.max())
+        p = digest.p_feasible(n, candidates)
         new = proposals.knowledge_gradient_new(mean, sd, p, best, noise_var)
         return float(gain.max()) >= float(new.max())
 
@@ -771,8 +770,7 @@ class AlphaNASSampler(BaseGASampler):
         estimate (or, if nothing improves in this draw, times the drawn value)."""
         assert estimates.model is not None
         value = estimates.model.draw(candidates, rng)
-        model = digest.feasibility.get(n)
-        p = np.ones(len(candidates)) if model is None else model.p_feasible(candidates)
+        p = digest.p_feasible(n, candidates)
         best = float(estimates.means.max()) if len(estimates.means) else -math.inf
         improvement = p * np.maximum(value - best, 0.0)
         if improvement.max() > 0:
