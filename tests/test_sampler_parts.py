@@ -123,7 +123,8 @@ def test_fit_solves_the_weighted_ridge_at_its_variance_components() -> None:
     y = (means - means.mean()) / means.std()
     x = value_features(codes, n)
     w = 1.0 / (model.tau2 + model.sigma2 / counts)
-    prior = np.diag([1e-4] + [1.0] * (2 * n - 1))
+    # Intercept nearly free, bits at precision 1, neighbouring pairs at 4.
+    prior = np.diag([1e-4] + [1.0] * n + [4.0] * (n - 1))
     expected = np.linalg.solve(x.T @ (x * w[:, None]) + prior, x.T @ (w * y))
     np.testing.assert_allclose(model.beta, expected, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(model.cov, np.linalg.inv(x.T @ (x * w[:, None]) + prior))
