@@ -16,7 +16,7 @@ from optuna.testing.pytest_samplers import BasicSamplerTestCase, MultiObjectiveS
 from optuna.trial import TrialState
 
 from alphanas_optuna import AlphaNASSampler, suggest_mask, winner
-from alphanas_optuna.mask import format_mask, mask_from_params
+from alphanas_optuna.mask import format_mask, mask_from_params, mask_to_code
 from alphanas_optuna.sampler.elites import select_elites
 
 REPO = Path(__file__).resolve().parent.parent
@@ -304,6 +304,37 @@ def test_surrogate_finds_a_planted_optimum_faster_than_plain() -> None:
         return float(np.mean(out))
 
     assert regret(True) < regret(False)
+
+
+def test_children_reach_the_optimum_of_a_landscape_the_model_can_represent() -> None:
+    """Noise-free 12-layer landscapes of bit and neighbouring-pair effects (which the value model
+    represents exactly): scoring candidates by their feasibility-weighted knowledge gradient
+    evaluates the optimum after 17.5 trials on average over these 8 seeds; one posterior draw per
+    proposal (Thompson sampling, the previous score) needed 22.6."""
+    n = 12
+    codes = np.arange(1, 2**n)
+    bits = ((codes[:, None] >> np.arange(n)) & 1).astype(float)
+    first_hits = []
+    for seed in range(8):
+        rng = np.random.default_rng(seed + 1000)
+        w, pair = rng.normal(0.0, 0.5, n), rng.normal(0.0, 0.2, n - 1)
+        values = bits @ w + (bits[:, :-1] * bits[:, 1:]) @ pair
+        best = float(values.max())
+        study = optuna.create_study(direction="maximize", sampler=AlphaNASSampler(seed=seed))
+        hits: list[int] = []
+
+        def objective(
+            trial: optuna.Trial, values: np.ndarray = values, best: float = best, hits: list = hits
+        ) -> float:
+            value = float(values[mask_to_code(suggest_mask(trial, n)) - 1])
+            if value >= best - 1e-12:
+                hits.append(trial.number + 1)
+                trial.study.stop()
+            return value
+
+        study.optimize(objective, n_trials=40)
+        first_hits.append(hits[0] if hits else 41)
+    assert np.mean(first_hits) < 20.0, first_hits
 
 
 def test_two_objective_elites_by_rank_then_crowding() -> None:

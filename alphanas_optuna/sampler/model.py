@@ -145,7 +145,6 @@ class ValueModel:
     tau2: float
     y_mean: float
     y_scale: float
-    _chol: np.ndarray | None = None
 
     @classmethod
     def fit(
@@ -207,15 +206,6 @@ class ValueModel:
         x = value_features(codes, self.n)
         var = self.tau2 + np.einsum("ij,jk,ik->i", x, self.cov, x)
         return x @ self.beta * self.y_scale + self.y_mean, np.sqrt(var) * self.y_scale
-
-    def draw(self, codes: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
-        """One posterior draw of the linear part at ``codes`` (original units): the same
-        coefficient draw for every mask, so the draw ranks masks the way the model might."""
-        if self._chol is None:
-            sym = (self.cov + self.cov.T) / 2.0
-            self._chol = np.linalg.cholesky(sym + 1e-12 * np.eye(len(sym)))
-        beta = self.beta + self._chol @ rng.standard_normal(len(self.beta))
-        return value_features(codes, self.n) @ beta * self.y_scale + self.y_mean
 
 
 def _weighted_ridge(

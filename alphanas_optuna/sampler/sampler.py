@@ -132,11 +132,13 @@ class AlphaNASSampler(BaseGASampler):
     **Children (``surrogate=True``, single-objective studies).** The candidates are every free
     mask within ``search_radius`` flips of some elite (at most ``n_candidates``, drawn at random
     when there are more); the one with the best score is proposed, and its parent is the elite
-    nearest to it. The score is constrained Thompson sampling: one draw of the value model's
-    linear part per proposal, times the probability of feasibility (a logistic regression on the
-    bits and a one-hot of the depth, since pruning follows mostly from depth), counting only
-    the improvement over the best estimate so far (or, when nothing improves in the draw, the
-    feasibility-weighted value).
+    nearest to it. The score is the knowledge gradient of one evaluation of the candidate (the
+    expected lift of the best estimate so far, from the value model's prediction and its
+    uncertainty, net of the noise one evaluation carries; see
+    :func:`~alphanas_optuna.sampler.proposals.knowledge_gradient_new`) times the probability of
+    feasibility (a logistic regression on the bits and a one-hot of the depth, since pruning
+    follows mostly from depth). The same score weighs a new mask against a repeat (above), and
+    screens generation 0's random draws once the model is fitted.
 
     **Pruned and failed trials.** A PRUNED trial counts as an evaluation of its mask: it fills
     its generation and makes the mask infeasible evidence; if it recorded what it measured
@@ -605,18 +607,22 @@ class AlphaNASSampler(BaseGASampler):
             keep = [i for i, c in enumerate(elite_codes) if c is not None and c >> n == 0]
             elites = [elites[i] for i in keep]
             codes = [int(elite_codes[i]) for i in keep]  # type: ignore[arg-type]
-            # The model's candidate children, scored for a child and weighed against a repeat.
+            # The model's candidate children (codes, parent indices, scores), scored once: for
+            # a child, and weighed against a repeat.
             neighbours = None
             estimates = self._estimates(snapshot.digest, n, study.directions) if model_on else None
             if codes and estimates is not None and estimates.model is not None:
-                neighbours = proposals.neighbourhood(
+                candidates, parents = proposals.neighbourhood(
                     codes, n, self._search_radius, taken, self._n_candidates, rng
                 )
+                if len(candidates):
+                    score = self._acquisition(snapshot.digest, estimates, candidates, n)
+                    neighbours = (candidates, parents, score)
             again = self._reevaluation(study, snapshot, n, rng, neighbours)
             if again is not None:
                 return again
             if codes:
-                code, k = self._child(study, snapshot, codes, n, taken, rng, neighbours)
+                code, k = self._child(codes, n, taken, rng, neighbours)
                 return code, "child", elites[k]
         if model_on:
             chosen = self._initial(study, snapshot, n, taken, rng)
@@ -631,7 +637,7 @@ class AlphaNASSampler(BaseGASampler):
         snapshot: Snapshot,
         n: int,
         rng: np.random.RandomState,
-        neighbours: tuple[np.ndarray, np.ndarray] | None,
+        neighbours: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
     ) -> tuple[int, str, FrozenTrial | None] | None:
         """A mask to measure again (see the class docstring), or None."""
         if not self._surrogate or self._reevaluation_share <= 0.0:
@@ -671,9 +677,7 @@ class AlphaNASSampler(BaseGASampler):
                 z=CONTENDER_Z,
                 max_contenders=MAX_CONTENDERS,
             )
-            if pick is not None and not self._worth_repeating(
-                snapshot.digest, estimates, available, neighbours, n
-            ):
+            if pick is not None and not self._worth_repeating(estimates, available, neighbours):
                 return None
         if pick is None:
             return None
@@ -682,11 +686,9 @@ class AlphaNASSampler(BaseGASampler):
 
     def _worth_repeating(
         self,
-        digest: StudyDigest,
         estimates: Estimates,
         available: np.ndarray,
-        neighbours: tuple[np.ndarray, np.ndarray] | None,
-        n: int,
+        neighbours: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
     ) -> bool:
         """Whether measuring a contender again promises more than the most promising new child:
         the larger knowledge gradient (expected lift of the best estimate from one evaluation,
@@ -701,31 +703,24 @@ class AlphaNASSampler(BaseGASampler):
         gain = gain[available]
         if not len(gain):
             return False
-        if neighbours is None or not len(neighbours[0]):
+        if neighbours is None:
             return True
-        candidates = neighbours[0]
-        mean, sd = model.predict(candidates)
-        best = float(estimates.means.max())
-        p = digest.p_feasible(n, candidates)
-        new = proposals.knowledge_gradient_new(mean, sd, p, best, noise_var)
-        return float(gain.max()) >= float(new.max())
+        # The candidates' scores are their feasibility-weighted knowledge gradients.
+        return float(gain.max()) >= float(neighbours[2].max())
 
     def _child(
         self,
-        study: Study,
-        snapshot: Snapshot,
         elites: list[int],
         n: int,
         taken: set[int],
         rng: np.random.RandomState,
-        neighbours: tuple[np.ndarray, np.ndarray] | None,
+        neighbours: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
     ) -> tuple[int, int]:
         """A child of the elites (code, index of its parent): the best-scored of the model's
-        candidate ``neighbours`` (codes, parent indices) if there are any, else random flips."""
-        if neighbours is not None and len(neighbours[0]):
-            candidates, parents = neighbours
-            estimates = self._estimates(snapshot.digest, n, study.directions)
-            score = self._acquisition(snapshot.digest, estimates, candidates, n, rng)
+        candidate ``neighbours`` (codes, parent indices, scores) if there are any, else random
+        flips."""
+        if neighbours is not None:
+            candidates, parents, score = neighbours
             best = int(np.argmax(score))
             return int(candidates[best]), int(parents[best])
         for _ in range(proposals.MAX_REDRAWS):
@@ -755,7 +750,7 @@ class AlphaNASSampler(BaseGASampler):
             full = (1 << n) - 1
             others = [m for m in taken if 0 < m <= full and m != full]
             return int(candidates[proposals.farthest(candidates, others)]), "design"
-        score = self._acquisition(snapshot.digest, estimates, candidates, n, rng)
+        score = self._acquisition(snapshot.digest, estimates, candidates, n)
         return int(candidates[int(np.argmax(score))]), "screened"
 
     def _acquisition(
@@ -764,18 +759,20 @@ class AlphaNASSampler(BaseGASampler):
         estimates: Estimates,
         candidates: np.ndarray,
         n: int,
-        rng: np.random.RandomState,
     ) -> np.ndarray:
-        """Constrained Thompson sampling: P(feasible) times the drawn improvement over the best
-        estimate (or, if nothing improves in this draw, times the drawn value)."""
-        assert estimates.model is not None
-        value = estimates.model.draw(candidates, rng)
+        """The knowledge gradient of one evaluation of each candidate, times its chance of being
+        feasible (an infeasible mask lifts nothing): how much the best estimate is expected to
+        rise. Unlike one posterior draw per proposal (Thompson sampling, which this replaced),
+        it weighs a candidate's predicted value and its uncertainty against the noise of the
+        evaluation that would measure it; on the development landscapes (sigma 0.02) it lowered
+        the named mask's regret by 12.5% +- 1.4% after 25 trials and 9.8% +- 1.7% after 50
+        (BENCHMARKS.md)."""
+        model = estimates.model
+        assert model is not None
+        mean, sd = model.predict(candidates)
+        best = float(estimates.means.max()) if len(estimates.means) else float(mean.max())
         p = digest.p_feasible(n, candidates)
-        best = float(estimates.means.max()) if len(estimates.means) else -math.inf
-        improvement = p * np.maximum(value - best, 0.0)
-        if improvement.max() > 0:
-            return improvement
-        return p * (value - value.min() + 1e-9)
+        return proposals.knowledge_gradient_new(mean, sd, p, best, model.noise_variance)
 
     def _estimates(
         self, digest: StudyDigest, n: int, directions: Sequence[StudyDirection]
