@@ -765,7 +765,7 @@ class AlphaNASSampler(BaseGASampler):
         rise. Unlike one posterior draw per proposal (Thompson sampling, which this replaced),
         it weighs a candidate's predicted value and its uncertainty against the noise of the
         evaluation that would measure it; on the development landscapes (sigma 0.02) it lowered
-        the named mask's regret by 12.5% +- 1.4% after 25 trials and 9.8% +- 1.7% after 50
+        the named mask's regret by 12.4% +- 1.4% after 25 trials and 9.2% +- 1.7% after 50
         (BENCHMARKS.md)."""
         model = estimates.model
         assert model is not None
