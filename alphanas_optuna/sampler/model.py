@@ -11,16 +11,17 @@ deviation the linear part cannot explain, and every evaluation adds noise::
 
     y_mj = x_m . beta + delta_m + eps_mj,   delta_m ~ N(0, tau2),   eps_mj ~ N(0, sigma2)
 
-``beta`` has a ridge prior, four times as tight on the pair terms as on the bits (effect
-hierarchy: interactions are usually smaller than main effects, and with a few dozen noisy
-evaluations a loose prior lets the 11 pair terms chase noise). ``sigma2`` (noise) comes from the spread of repeated evaluations of the
-same mask, with a weak prior for when there are none yet; ``tau2`` (what the linear part misses)
-is matched to the residuals (method of moments). Given both, the posterior mean of a mask's value
-is the best linear unbiased prediction: its own mean ``ybar_m`` of ``k_m`` evaluations, pulled
-towards the linear prediction by the factor ``1 - rho_m`` with ``rho_m = tau2 / (tau2 + sigma2 /
-k_m)``. A mask measured once on a noisy task therefore borrows strength from similar masks; a
-mask measured many times, or a landscape the linear part does not fit (large ``tau2``), keeps its
-own mean; and noise-free evaluations (``sigma2`` near 0) are taken as they are.
+``beta`` has a ridge prior, four times as tight on the pair terms as on the bits (effect hierarchy:
+interactions are usually smaller than main effects, and with a few dozen noisy evaluations a loose
+prior lets the ``n - 1`` pair terms chase noise). ``sigma2`` (noise) comes from the spread of
+repeated evaluations of the same mask, with a weak prior for when there are none yet; ``tau2``
+(what the linear part misses) is matched to the residuals (method of moments). Given both, the
+posterior mean of a mask's value is the best linear unbiased prediction: its own mean ``ybar_m`` of
+``k_m`` evaluations, pulled towards the linear prediction by the factor ``1 - rho_m`` with
+``rho_m = tau2 / (tau2 + sigma2 / k_m)``. A mask measured once on a noisy task therefore borrows
+strength from similar masks; a mask measured many times, or a landscape the linear part does not
+fit (large ``tau2``), keeps its own mean; and noise-free evaluations (``sigma2`` near 0) are taken
+as they are.
 
 **Feasibility** (:class:`FeasibilityModel`). A Bayesian logistic regression of "this evaluation
 was feasible" on the bits and a one-hot of the number of kept layers (pruning follows mostly
