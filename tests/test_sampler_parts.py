@@ -246,6 +246,27 @@ def test_evidence_keeps_welford_moments_and_eligibility() -> None:
     assert not evidence.records(3)[6].eligible  # feasible less often than not
 
 
+def test_model_data_enters_never_feasible_masks_once_at_the_lowest_feasible_mean() -> None:
+    evidence = Evidence()
+    evidence.add(3, 1, 0, 0, feasible=False, value=0.5)  # nothing feasible yet: no data
+    assert all(len(a) == 0 for a in evidence.model_data(3))
+    evidence.add(3, 7, 1, 1, feasible=True, value=0.9)
+    evidence.add(3, 7, 2, 2, feasible=True, value=0.8)
+    evidence.add(3, 3, 3, 3, feasible=True, value=0.7)
+    evidence.add(3, 3, 4, 4, feasible=False, value=0.6)  # feasible once: its own values count
+    evidence.add(3, 1, 5, 5, feasible=False, value=0.4)  # never feasible, measured twice
+    evidence.add(3, 4, 6, 6, feasible=False, value=0.75)  # never feasible, above the floor
+    evidence.add(3, 2, 7, 7, feasible=False, value=None)  # never feasible, nothing measured
+    codes, counts, means, ssd = evidence.model_data(3)
+    rows = {int(c): (k, m, d) for c, k, m, d in zip(codes, counts, means, ssd)}
+    assert set(rows) == {7, 3, 1, 4}
+    assert rows[7] == pytest.approx((2, 0.85, 0.005))
+    assert rows[3] == pytest.approx((2, 0.65, 0.005))
+    # The lowest feasible mean is 0.65; a censored mask is one evaluation, with no spread.
+    assert rows[1] == pytest.approx((1, 0.65, 0.0))
+    assert rows[4] == pytest.approx((1, 0.75, 0.0))
+
+
 # --------------------------------------------------------------------------------------------------
 # Proposal functions
 

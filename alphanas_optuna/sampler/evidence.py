@@ -97,11 +97,29 @@ class Evidence:
     def records(self, n: int) -> dict[int, MaskRecord]:
         return self.by_length.get(n, {})
 
-    def valued(self, n: int) -> list[MaskRecord]:
-        """Masks of length ``n`` that were feasible at least once and have a value: the value
-        model's data (a mask never feasible, e.g. one that collapses to the majority class,
-        would only distort the fit among the feasible ones)."""
-        return [r for r in self.records(n).values() if r.n_feasible > 0 and r.count > 0]
+    def model_data(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(codes, counts, means, ssd) of masks of length ``n``: the value model's data.
+
+        Every mask feasible at least once enters with the values it recorded. A mask that
+        recorded a value but was never feasible (one that collapses to the majority class, say)
+        enters as a single evaluation at the lowest mean of the feasible masks: what is known
+        is that it is worse than that, by an unknown margin (its value is censored by the
+        study's floor). Taken as measured, its value near chance would dominate the fit among
+        the feasible masks, which a linear model cannot follow; left out, the model learns
+        nothing about the layers that every feasible mask keeps, and keeps proposing children
+        that drop them, most of which turn out infeasible. Nothing enters while no mask was
+        feasible.
+        """
+        records = [r for r in self.records(n).values() if r.count > 0]
+        feasible = [r for r in records if r.n_feasible > 0]
+        never = [r for r in records if r.n_feasible == 0] if feasible else []
+        floor = min((r.mean for r in feasible), default=0.0)
+        codes, counts, means, ssd = Evidence.arrays(feasible + never)
+        k = len(feasible)
+        counts[k:] = 1.0
+        means[k:] = np.maximum(means[k:], floor)
+        ssd[k:] = 0.0
+        return codes, counts, means, ssd
 
     @staticmethod
     def arrays(records: list[MaskRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -134,12 +152,12 @@ class Estimates:
 
 def estimate(evidence: Evidence, n: int, *, pooled: bool = True) -> Estimates:
     """Estimates for the eligible masks of length ``n``: with ``pooled``, from the value model
-    fitted to every valued mask; else (or while the model has too few masks) each mask's own
+    fitted to :meth:`Evidence.model_data`; else (or while the model has too few masks) each mask's own
     mean."""
     records = [r for r in evidence.records(n).values() if r.eligible and r.count > 0]
     model = None
     if pooled:
-        model = ValueModel.fit(n, *Evidence.arrays(evidence.valued(n)))
+        model = ValueModel.fit(n, *evidence.model_data(n))
     codes, counts, means, _ = Evidence.arrays(records)
     if model is None or not records:
         return Estimates(records, means, np.zeros(len(records)), model)

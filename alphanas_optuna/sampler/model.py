@@ -23,6 +23,10 @@ strength from similar masks; a mask measured many times, or a landscape the line
 fit (large ``tau2``), keeps its own mean; and noise-free evaluations (``sigma2`` near 0) are taken
 as they are.
 
+The data are each mask's evaluations with a value; a mask never feasible enters once at the
+lowest mean of the feasible ones (censored evidence; see
+:meth:`alphanas_optuna.sampler.evidence.Evidence.model_data`).
+
 **Feasibility** (:class:`FeasibilityModel`). A Bayesian logistic regression of "this evaluation
 was feasible" on the bits and a one-hot of the number of kept layers (pruning follows mostly
 from depth, or from dropping a layer the model cannot do without), fitted to each distinct

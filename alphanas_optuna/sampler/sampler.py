@@ -143,8 +143,12 @@ class AlphaNASSampler(BaseGASampler):
     **Pruned and failed trials.** A PRUNED trial counts as an evaluation of its mask: it fills
     its generation and makes the mask infeasible evidence; if it recorded what it measured
     (user attribute ``quality``, or ``accuracy`` in a two-objective study, as
-    :class:`~alphanas_optuna.AlphaNASObjective` does) that value is evidence too. A FAIL trial
-    counts for nothing: its mask may be proposed again.
+    :class:`~alphanas_optuna.AlphaNASObjective` does) that value is evidence too. A mask that
+    was never feasible enters the value model once, at the lowest value of the feasible masks
+    (it is worse by an unknown margin; see
+    :meth:`~alphanas_optuna.sampler.evidence.Evidence.model_data`), so that the model learns
+    what dropping its layers costs instead of proposing more children that drop them. A FAIL
+    trial counts for nothing: its mask may be proposed again.
 
     **No duplicates.** A new mask is never one that was evaluated, or that another trial is
     evaluating (RUNNING) or will evaluate (WAITING with fixed parameters), while a free mask is
