@@ -102,9 +102,9 @@ class Evidence:
 
         Every mask feasible at least once enters with the values it recorded. A mask that
         recorded a value but was never feasible (one that collapses to the majority class, say)
-        enters as a single evaluation at the lowest mean of the feasible masks: what is known
-        is that it is worse than that, by an unknown margin (its value is censored by the
-        study's floor). Taken as measured, its value near chance would dominate the fit among
+        enters as a single evaluation at the lowest mean of the feasible masks, or at its own
+        mean where that is higher: what is known is that it is worse than the feasible masks,
+        by an unknown margin (its value is censored by the study's floor). Taken as measured, its value near chance would dominate the fit among
         the feasible masks, which a linear model cannot follow; left out, the model learns
         nothing about the layers that every feasible mask keeps, and keeps proposing children
         that drop them, most of which turn out infeasible. Nothing enters while no mask was

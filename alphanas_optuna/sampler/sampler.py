@@ -80,9 +80,10 @@ class AlphaNASSampler(BaseGASampler):
     bottom layers by ``init_bottom_bias``). The all-zero mask is never proposed. With
     ``surrogate=False`` these are plain random draws. With the surrogate (single-objective
     studies), ``n_candidates`` masks are drawn from that distribution per proposal and one is
-    chosen: until three masks are feasible, the one farthest in Hamming distance from every mask
-    evaluated or pending other than the full mask (origin ``"design"``); afterwards the one the
-    model scores best (origin ``"screened"``).
+    chosen: until the value model can be fitted (three masks that recorded a value, one of them
+    feasible), the one farthest in Hamming distance from every mask evaluated or pending other
+    than the full mask (origin ``"design"``); afterwards the one the model scores best (origin
+    ``"screened"``).
 
     **Generation g > 0** has as elites the ``n_elites`` best eligible masks evaluated so far (a
     mask is eligible when it was feasible, COMPLETE, at least as often as not). Each child copies
@@ -145,7 +146,7 @@ class AlphaNASSampler(BaseGASampler):
     (user attribute ``quality``, or ``accuracy`` in a two-objective study, as
     :class:`~alphanas_optuna.AlphaNASObjective` does) that value is evidence too. A mask that
     was never feasible enters the value model once, at the lowest value of the feasible masks
-    (it is worse by an unknown margin; see
+    or its own if higher (it is worse by an unknown margin; see
     :meth:`~alphanas_optuna.sampler.evidence.Evidence.model_data`), so that the model learns
     what dropping its layers costs instead of proposing more children that drop them. A FAIL
     trial counts for nothing: its mask may be proposed again.
