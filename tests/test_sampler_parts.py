@@ -138,6 +138,11 @@ def test_fit_solves_the_weighted_ridge_at_its_variance_components() -> None:
 
 def test_fit_needs_three_masks_and_repeats_that_agree_mean_little_noise() -> None:
     assert ValueModel.fit(3, np.array([1, 2]), np.ones(2), np.zeros(2), np.zeros(2)) is None
+    # Three masks with one mean (one feasible, two never feasible entered at its mean, say):
+    # nothing sets the scale of the values, so no model.
+    same = np.full(3, 0.63)
+    assert ValueModel.fit(3, np.array([7, 1, 2]), np.ones(3), same, np.zeros(3)) is None
+    assert ValueModel.fit(3, np.array([7, 1, 2]), np.ones(3), same + [0, 0, 0.01], np.zeros(3))
     codes = np.arange(1, 16)
     means = value_features(codes, 4) @ np.linspace(-1, 1, 8)
     few = ValueModel.fit(4, codes, np.ones(15), means, np.zeros(15))

@@ -104,10 +104,11 @@ class Evidence:
         recorded a value but was never feasible (one that collapses to the majority class, say)
         enters as a single evaluation at the lowest mean of the feasible masks, or at its own
         mean where that is higher: what is known is that it is worse than the feasible masks,
-        by an unknown margin (its value is censored by the study's floor). Taken as measured, its value near chance would dominate the fit among
-        the feasible masks, which a linear model cannot follow; left out, the model learns
-        nothing about the layers that every feasible mask keeps, and keeps proposing children
-        that drop them, most of which turn out infeasible. Nothing enters while no mask was
+        by an unknown margin (its value is censored by the study's floor). Taken as measured,
+        its value near chance would dominate the fit among the feasible masks, which a linear
+        model cannot follow; left out, the model learns nothing about the layers that every
+        feasible mask keeps, and keeps proposing children that drop them, most of which turn
+        out infeasible. Nothing enters while no mask was
         feasible.
         """
         records = [r for r in self.records(n).values() if r.count > 0]
@@ -152,8 +153,8 @@ class Estimates:
 
 def estimate(evidence: Evidence, n: int, *, pooled: bool = True) -> Estimates:
     """Estimates for the eligible masks of length ``n``: with ``pooled``, from the value model
-    fitted to :meth:`Evidence.model_data`; else (or while the model has too few masks) each mask's own
-    mean."""
+    fitted to :meth:`Evidence.model_data`; else (or while the model has too few masks) each
+    mask's own mean."""
     records = [r for r in evidence.records(n).values() if r.eligible and r.count > 0]
     model = None
     if pooled:

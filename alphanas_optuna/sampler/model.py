@@ -24,7 +24,7 @@ fit (large ``tau2``), keeps its own mean; and noise-free evaluations (``sigma2``
 as they are.
 
 The data are each mask's evaluations with a value; a mask never feasible enters once at the
-lowest mean of the feasible ones (censored evidence; see
+lowest mean of the feasible ones, or its own if higher (censored evidence; see
 :meth:`alphanas_optuna.sampler.evidence.Evidence.model_data`).
 
 **Feasibility** (:class:`FeasibilityModel`). A Bayesian logistic regression of "this evaluation
@@ -49,7 +49,7 @@ __all__ = [
     "value_features",
 ]
 
-# The value model is fitted once this many distinct masks have a value.
+# The value model is fitted once this many distinct masks have a value (and their means differ).
 MIN_MASKS = 3
 # Prior of the noise variance, in units of the variance of the masks' means, worth this many
 # degrees of freedom: a guess that a few repeated evaluations overrule.
@@ -140,7 +140,7 @@ class ValueModel:
         sigma2: Noise variance of one evaluation (standardised units).
         tau2: Variance of the masks' deviations from the linear part (standardised units).
         y_mean: Mean of the masks' means (original units).
-        y_scale: Standard deviation of the masks' means (original units; 1 if they are equal).
+        y_scale: Standard deviation of the masks' means (original units; positive).
     """
 
     n: int
@@ -163,15 +163,19 @@ class ValueModel:
         iterations: int = 4,
     ) -> ValueModel | None:
         """Fit to distinct masks ``codes`` with ``counts`` evaluations, mean ``means`` and sum of
-        squared deviations ``ssd`` each; None with fewer than :data:`MIN_MASKS` masks."""
+        squared deviations ``ssd`` each; None with fewer than :data:`MIN_MASKS` masks, or when
+        their means are all equal (nothing sets the scale of the values, and the noise prior is
+        in units of it: one feasible mask and two never-feasible ones entered at its mean, say).
+        """
         codes = np.asarray(codes, dtype=np.int64)
         if len(codes) < MIN_MASKS:
             return None
         counts = np.asarray(counts, dtype=float)
         means = np.asarray(means, dtype=float)
         y_mean = float(means.mean())
-        spread = float(means.std())
-        y_scale = spread if spread > 1e-12 else 1.0
+        y_scale = float(means.std())
+        if y_scale <= 1e-12:
+            return None
         y = (means - y_mean) / y_scale
         ssd = np.asarray(ssd, dtype=float) / y_scale**2
         x = value_features(codes, n)
