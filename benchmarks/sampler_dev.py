@@ -33,7 +33,6 @@ import importlib
 import json
 import sys
 import time
-import zlib
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -41,7 +40,6 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-CHECKPOINTS = (25, 50, 100)
 
 
 def _range(text: str) -> list[int]:
@@ -70,25 +68,9 @@ def _task(spec: tuple) -> tuple:
         land = synthetic_landscape(family, instance, n_layers=n_layers, full_accuracy=full_acc)
     if floor is not None:
         land.min_accuracy = floor
-    _, q_best, q_worst = land.optimum(lam, None, sr.MAX_PARAMS)
-    noise = np.random.default_rng([seed, zlib.crc32(land.name.encode()), int(sigma * 1e4)])
-    study = optuna.create_study(direction="maximize", sampler=sr.SAMPLERS[sampler](seed))
-    study.set_user_attr("alphanas_config", {"fitness": {"min_accuracy": land.min_accuracy}})
-    result: dict[int, tuple[float, int]] = {}
-
-    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        k = trial.number + 1
-        if k in CHECKPOINTS:
-            mask = sr.named_mask(study, sampler)
-            if mask is None or not land.feasible(mask, None, sr.MAX_PARAMS):
-                regret = q_best - q_worst
-            else:
-                regret = max(q_best - land.fitness(mask, lam), 0.0)
-            pruned = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)))
-            result[k] = (regret, pruned)
-
-    objective = sr.make_objective(land, lam, sigma, noise)
-    study.optimize(objective, n_trials=n_trials, callbacks=[callback])
+    pruned: dict[int, int] = {}
+    regret = sr.run_once(land, sampler, seed, n_trials, lam, sigma, pruned=pruned)
+    result = {k: (regret[k], pruned[k]) for k in regret}
     return family, instance, sampler, seed, result
 
 
@@ -128,6 +110,11 @@ def _load(path: str) -> list:
         return json.load(f)
 
 
+def _se(values: np.ndarray) -> float:
+    """Standard error of the mean (NaN for fewer than two values)."""
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
 def compare(args: argparse.Namespace) -> None:
     """Paired change of the mean regret from ``base`` to ``new`` (studies of the same family,
     instance and seed; the sampler named ``--sampler`` in each file)."""
@@ -143,18 +130,16 @@ def compare(args: argparse.Namespace) -> None:
         a = np.array([p[0] for p in pairs])
         b = np.array([p[1] for p in pairs])
         d = b - a
-        se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+        se = _se(d)
         print(
             f"after {k} trials, {len(d)} paired studies: {a.mean():.5f} -> {b.mean():.5f}, "
             f"change {100 * d.mean() / a.mean():+.1f}% +- {100 * se / a.mean():.1f}%"
         )
         for family in sorted({p[2] for p in pairs}):
             sel = np.array([p[2] == family for p in pairs])
-            fd = d[sel]
-            fse = fd.std(ddof=1) / np.sqrt(len(fd)) if len(fd) > 1 else float("nan")
             print(
                 f"    {family:10s} {a[sel].mean():.4f} -> {b[sel].mean():.4f} "
-                f"({fd.mean():+.4f} +- {fse:.4f})"
+                f"({d[sel].mean():+.4f} +- {_se(d[sel]):.4f})"
             )
 
 

@@ -113,9 +113,16 @@ def named_mask(study: optuna.Study, sampler_name: str) -> str | None:
 
 
 def run_once(
-    landscape: Landscape, sampler_name: str, seed: int, n_trials: int, lam: float, sigma: float
+    landscape: Landscape,
+    sampler_name: str,
+    seed: int,
+    n_trials: int,
+    lam: float,
+    sigma: float,
+    pruned: dict[int, int] | None = None,
 ) -> dict[int, float]:
-    """True regret of the named mask after each checkpoint."""
+    """True regret of the named mask after each checkpoint (and, into ``pruned`` if given, the
+    number of PRUNED trials by then)."""
     _, q_best, q_worst = landscape.optimum(lam, None, MAX_PARAMS)
     noise = np.random.default_rng([seed, zlib.crc32(landscape.name.encode()), int(sigma * 1e4)])
     study = optuna.create_study(direction="maximize", sampler=SAMPLERS[sampler_name](seed))
@@ -132,6 +139,9 @@ def run_once(
                 regret[k] = q_best - q_worst
             else:
                 regret[k] = max(q_best - landscape.fitness(mask, lam), 0.0)
+            if pruned is not None:
+                states = (optuna.trial.TrialState.PRUNED,)
+                pruned[k] = len(study.get_trials(deepcopy=False, states=states))
 
     study.optimize(
         make_objective(landscape, lam, sigma, noise), n_trials=n_trials, callbacks=[callback]

@@ -108,8 +108,7 @@ class Evidence:
         its value near chance would dominate the fit among the feasible masks, which a linear
         model cannot follow; left out, the model learns nothing about the layers that every
         feasible mask keeps, and keeps proposing children that drop them, most of which turn
-        out infeasible. Nothing enters while no mask was
-        feasible.
+        out infeasible. Nothing enters while no mask was feasible.
         """
         records = [r for r in self.records(n).values() if r.count > 0]
         feasible = [r for r in records if r.n_feasible > 0]
