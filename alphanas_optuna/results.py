@@ -14,7 +14,9 @@ Every command that reads a study's results (the summary of ``alphanas search``, 
   accuracy (:func:`alphanas_optuna.winners`), shown at its estimate; infeasible trials are shown
   next to it, never on it;
 - :func:`compare_to_full`: what a chosen mask gains and loses against the full model, from the
-  two measurements (whatever chose the mask).
+  two measurements (whatever chose the mask);
+- :func:`mixed_fidelity_note`: a warning when the search's evaluations were made under different
+  training settings (a study resumed with a changed study file), which the estimates pool.
 
 It imports Optuna and the trial record only, not torch.
 """
@@ -50,6 +52,8 @@ __all__ = [
     "full_model_trial",
     "on_front",
     "load_existing_study",
+    "fidelity_counts",
+    "mixed_fidelity_note",
     "pareto_front",
     "stored_fitness",
 ]
@@ -119,6 +123,44 @@ def evaluated_trials(study: optuna.Study) -> list[EvaluatedTrial]:
             )
         )
     return sorted(result, key=lambda e: e.number)
+
+
+def fidelity_counts(study: optuna.Study) -> dict[str, int]:
+    """The search's evaluated trials (COMPLETE or PRUNED, ``alphanas confirm`` runs left out) per
+    training fidelity (:attr:`~alphanas_optuna.record.TrialRecord.fidelity`, the digest of the
+    settings an accuracy depends on), in the order each fidelity first appears. Trials that did
+    not record one are not counted."""
+    from alphanas_optuna.sampler.digest import CONFIRMATION_KEY
+
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        record = TrialRecord.read(t)
+        if record is None or record.fidelity is None or CONFIRMATION_KEY in t.system_attrs:
+            continue
+        counts[record.fidelity] = counts.get(record.fidelity, 0) + 1
+    return counts
+
+
+def mixed_fidelity_note(study: optuna.Study) -> str | None:
+    """A warning when the search's evaluations span several training fidelities, else None.
+
+    The estimates behind :func:`study_answer` and :func:`front` pool every evaluation of a mask
+    as a measurement of the same thing. After a study was resumed with other training settings
+    (more steps, another learning rate, other data), that is no longer so: a mask measured only
+    under the better settings looks better than one measured under the old. ``alphanas confirm``
+    measures the candidates again under one setting, and the answer then comes from those runs.
+    """
+    counts = fidelity_counts(study)
+    if len(counts) < 2:
+        return None
+    newest = list(counts)[-1]
+    earlier = sum(counts.values()) - counts[newest]
+    return (
+        f"Note: the search's evaluations were made under {len(counts)} different training "
+        f"settings ({counts[newest]} under the newest, {earlier} under earlier ones); the "
+        "estimates pool them, which favours masks measured under better settings. Run "
+        "`alphanas confirm` to measure the candidates again under one setting."
+    )
 
 
 def study_answer(study: optuna.Study, fitness: FitnessConfig | None = None) -> Winner:

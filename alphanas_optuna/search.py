@@ -669,6 +669,7 @@ def summarize(study: optuna.Study, storage: str) -> str:
         evaluated_trials,
         front,
         full_model_trial,
+        mixed_fidelity_note,
         stored_fitness,
         study_answer,
     )
@@ -727,6 +728,9 @@ def summarize(study: optuna.Study, storage: str) -> str:
             if full is not None:
                 vs = "; " + compare_to_full(Measurement.of(t), Measurement.of(full)).short()
             lines.append(f"  {_describe(t)}{vs}")
+    note = mixed_fidelity_note(study)
+    if note is not None:
+        lines.append(note)
     where = ""
     file = sqlite_file(storage)
     if file is not None and not file.is_absolute():

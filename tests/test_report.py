@@ -42,6 +42,8 @@ def add_trial(
     state: TrialState = TrialState.COMPLETE,
     lam: float = 0.002,
     reason: str | None = None,
+    fidelity: str | None = None,
+    system_attrs: dict | None = None,
 ) -> None:
     """Add a trial as the AlphaNAS objective would have stored it."""
     quality = None if accuracy is None else accuracy - lam * n_params / 1e6
@@ -67,7 +69,9 @@ def add_trial(
                 "quality": quality,
                 "feasible": feasible,
                 "infeasible_reason": reason,
+                **({"fidelity": fidelity} if fidelity is not None else {}),
             },
+            system_attrs=system_attrs or {},
         )
     )
 

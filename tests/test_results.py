@@ -6,10 +6,18 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 from test_report import add_trial, hand_made_study
 
 from alphanas_optuna.pareto import pareto
-from alphanas_optuna.results import Measurement, compare_to_full, front, full_model_trial
+from alphanas_optuna.results import (
+    Measurement,
+    compare_to_full,
+    fidelity_counts,
+    front,
+    full_model_trial,
+)
+from alphanas_optuna.sampler.digest import CONFIRMATION_KEY
 from alphanas_optuna.search import summarize
 
 
@@ -65,3 +73,33 @@ def test_summary_of_a_single_objective_study(tmp_path: Path) -> None:
     assert "Best mask: 1100 (trial 1, 2 of 4 layers)" in summary
     assert "Against the full model 1111 (trial 0, measured in this study):" in summary
     assert "0.8800 against 0.9100 (-3.0 points)" in summary
+
+
+def test_summary_warns_when_the_search_spans_several_training_settings(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'mixed.db'}"
+    study = optuna.create_study(study_name="mixed", storage=storage, direction="maximize")
+    add_trial(study, "1111", 0.91, 40_000_000, fidelity="old")
+    add_trial(study, "1100", 0.88, 20_000_000, fidelity="old")
+    assert fidelity_counts(study) == {"old": 2}
+    assert "training settings" not in summarize(study, storage)
+
+    # Resumed with another study file: later evaluations are of another fidelity.
+    add_trial(study, "0110", 0.90, 20_000_000, fidelity="new")
+    add_trial(study, "0011", 0.70, 20_000_000, fidelity="new", state=TrialState.PRUNED)
+    # An `alphanas confirm` run is not an evaluation of the search.
+    add_trial(
+        study,
+        "0110",
+        0.89,
+        20_000_000,
+        fidelity="confirm",
+        system_attrs={CONFIRMATION_KEY: {"fidelity": "confirm", "seed": 1, "mask": "0110"}},
+    )
+    add_trial(study, "1000", 0.90, 10_000_000)  # a trial that recorded no fidelity
+    assert fidelity_counts(study) == {"old": 2, "new": 2}
+    summary = summarize(study, storage)
+    assert (
+        "the search's evaluations were made under 2 different training settings (2 under the "
+        "newest, 2 under earlier ones)" in summary
+    )
+    assert "alphanas confirm" in summary
