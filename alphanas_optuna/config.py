@@ -292,7 +292,8 @@ class StudyConfig:
                         continue
                     value = "all"
                 if dataclasses.is_dataclass(value):
-                    value = dataclasses.asdict(value)  # [training] distill: an inline table
+                    # [training] distill: an inline table, without its unset keys.
+                    value = {k: v for k, v in dataclasses.asdict(value).items() if v is not None}
                 values[f.name] = list(value) if isinstance(value, (list, tuple)) else value
             out[name] = values
         out["sampler"] = dict(self.sampler)
@@ -365,6 +366,10 @@ def parse_study_config(raw: dict[str, Any], path: Path | None = None) -> StudyCo
         sections["data"] = dataclasses.replace(
             sections["data"], source=_relative_to(base, sections["data"].source)
         )
+        distill = sections["training"].distill
+        if distill is not None and distill.teacher is not None:
+            teacher = dataclasses.replace(distill, teacher=_relative_to(base, distill.teacher))
+            sections["training"] = dataclasses.replace(sections["training"], distill=teacher)
     return StudyConfig(path=path, sampler=sampler, pruner=pruner, **sections)
 
 

@@ -108,10 +108,12 @@ def confirm_training_config(config: StudyConfig, seed: int) -> TrainingConfig:
 
 def fidelity(config: StudyConfig) -> str:
     """What a confirmation run's accuracy depends on, as a short digest."""
-    training = dataclasses.asdict(confirm_training_config(config, 0))
-    if training["distill"] is None:
+    settings = confirm_training_config(config, 0)
+    training = dataclasses.asdict(settings)
+    if settings.distill is None:
         del training["distill"]  # confirmations from before distillation keep their fidelity
     else:
+        training["distill"] = settings.distill.settings()
         training["teacher_seed"] = config.confirm.seed  # another teacher, other results
     payload = {
         "model": config.model.name,
@@ -272,6 +274,7 @@ def _run(
             pad_token_id=task.pad_token_id,
             # With distillation one teacher, at the first seed, serves every run.
             teacher_seed=config.confirm.seed,
+            tokenizer=task.tokenizer,
         )
         del sub
         accelerator.free_memory()

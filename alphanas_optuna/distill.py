@@ -1,4 +1,5 @@
-"""Distillation from the full model: the loss, and the teacher's logits computed once and cached.
+"""Distillation from the full model (or a given fine-tuned classifier): the loss, and the teacher's
+logits computed once and cached.
 
 As in DistilBERT, a sub-model (the student) learns from the soft predictions of the full model
 (the teacher) as well as from the labels::
@@ -6,13 +7,15 @@ As in DistilBERT, a sub-model (the student) learns from the soft predictions of 
     loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, y)
 
 The ``T^2`` keeps the soft term's gradients on the scale of the hard term's as ``T`` grows
-(Hinton et al., 2015). The teacher is the full model (every layer) fine-tuned with the student's
-own training settings, without distillation, at a fixed seed. Its logits on the training examples
-are all the student needs, so they are computed once, stored under ``$ALPHANAS_CACHE/teacher``
-(beside the tokenised data) keyed by everything they depend on (the base model's weights, the
-training and validation examples, the training settings and the seed), and shared by every
-worker on the machine: a file lock makes one worker train the teacher while the others wait for
-its file.
+(Hinton et al., 2015). By default the teacher is the full model (every layer) fine-tuned with the
+student's own training settings, without distillation, at a fixed seed. With ``teacher`` set it
+is a classifier already fine-tuned on the task instead (a larger model, or one trained longer),
+loaded as it is; it must share the student's labels and tokenizer. Its logits on the training
+examples are all the student needs, so they are computed once, stored under
+``$ALPHANAS_CACHE/teacher`` (beside the tokenised data) keyed by everything they depend on (the
+base model's weights, the training and validation examples, the training settings and the seed,
+or the given teacher's identity), and shared by every worker on the machine: a file lock makes
+one worker compute them while the others wait for its file.
 
 This module knows nothing of Optuna.
 """
@@ -36,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from alphanas_optuna.errors import first_line
+
 if TYPE_CHECKING:
     import torch
 
@@ -46,6 +51,8 @@ __all__ = [
     "DistillConfig",
     "Teacher",
     "check_teacher",
+    "load_teacher",
+    "teacher_identity",
     "distillation_loss",
     "predict_logits",
     "teacher_cache_dir",
@@ -57,19 +64,28 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
+# A given teacher's validation accuracy is checked against chance on at least this many examples.
+MIN_CHECKED = 20
+
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """``[training] distill``: learn from the full model's soft predictions.
+    """``[training] distill``: learn from a teacher's soft predictions (the full model's, or
+    those of the fine-tuned classifier ``teacher`` names).
 
     Attributes:
         alpha: Weight of the distillation term (0: labels only, as without distillation;
             1: the teacher only).
         temperature: Softmax temperature ``T`` of both teacher and student in the soft term.
+        teacher: A classifier already fine-tuned on the task (a local folder, a Hub id or
+            ``package:<module>``) to learn from, instead of the full model fine-tuned here
+            (None, the default). Every mask learns from it, the full one too. It must have the
+            student's number of labels, in the same order, and the same tokenizer vocabulary.
     """
 
     alpha: float = 0.5
     temperature: float = 2.0
+    teacher: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.alpha, bool) or not (
@@ -82,6 +98,23 @@ class DistillConfig:
             and self.temperature > 0
         ):
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+        if self.teacher is not None and not (
+            isinstance(self.teacher, str) and self.teacher.strip()
+        ):
+            raise ValueError(
+                f"teacher must be a model folder, Hub id or package:<module>, got {self.teacher!r}"
+            )
+
+    def settings(self) -> dict[str, Any]:
+        """The fields as a dict for digests of what results depend on: ``teacher`` left out
+        when unset (so that digests from before it existed are unchanged), else with its
+        :func:`teacher_identity` (another checkpoint in the same folder, other results)."""
+        out = dataclasses.asdict(self)
+        if self.teacher is None:
+            del out["teacher"]
+        else:
+            out["teacher_identity"] = teacher_identity(self.teacher)
+        return out
 
 
 def distillation_loss(
@@ -121,13 +154,25 @@ def with_teacher(split: TokenizedSplit, logits: np.ndarray) -> TokenizedSplit:
     return dataclasses.replace(split, teacher_logits=logits)
 
 
-def check_teacher(teacher: Any, student: Any) -> None:
+def check_teacher(
+    teacher: Any, student: Any, teacher_tokenizer: Any = None, student_tokenizer: Any = None
+) -> None:
     """Refuse a teacher whose classes or vocabulary differ from the student's (its logits would
-    mean other labels, or its token ids other words).
+    mean other labels, or its token ids other words); with both tokenizers, their vocabularies
+    are compared word by word.
 
     Raises:
         ValueError: One line naming what differs.
     """
+    if teacher_tokenizer is not None and student_tokenizer is not None:
+        theirs, ours = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
+        if theirs != ours:
+            differ = sorted(set(theirs.items()) ^ set(ours.items()), key=lambda kv: kv[1])
+            raise ValueError(
+                f"the distillation teacher's tokenizer differs from the student's ({len(theirs)} "
+                f"against {len(ours)} tokens; e.g. {differ[0][0]!r} -> {differ[0][1]}): its token "
+                "ids would mean other words; use a teacher with the student's tokenizer"
+            )
     for name in ("num_labels", "vocab_size"):
         a = getattr(teacher.config, name, None)
         b = getattr(student.config, name, None)
@@ -137,6 +182,87 @@ def check_teacher(teacher: Any, student: Any) -> None:
                 f"the distillation teacher has {name}={a} but the student has {name}={b}: its "
                 f"{what} do not match; use a teacher of the same model and task"
             )
+
+
+def load_teacher(
+    name: str, student: Any, student_tokenizer: Any = None, max_length: int | None = None
+) -> torch.nn.Module:
+    """Load ``[training.distill] teacher``: a fine-tuned sequence classifier (see
+    :func:`~alphanas_optuna.synthesis.load_pretrained`), checked against the student.
+
+    Args:
+        name: A local folder, a Hub id or ``package:<module>``.
+        student: The student (base) model: labels and vocabulary size are compared.
+        student_tokenizer: Its tokenizer: the vocabularies are compared token by token.
+        max_length: The longest input (tokens) the teacher must accept.
+
+    Raises:
+        ValueError: No such model or not a checkpoint folder, a classification head that the
+            checkpoint lacks (a teacher must be fine-tuned on the task already), labels or a
+            vocabulary that differ from the student's, or inputs longer than it accepts. One
+            line, naming ``[training.distill] teacher``.
+    """
+    from alphanas_optuna.synthesis import load_pretrained
+    from alphanas_optuna.task import max_input_tokens
+
+    try:
+        # With its own number of labels: a mismatch is reported below, not as a size error.
+        model, tokenizer = load_pretrained(name, num_labels=None, seed=None, fine_tuned=True)
+    except (ValueError, OSError) as exc:  # OSError: a folder without config.json or tokenizer
+        raise ValueError(
+            f"[training.distill] teacher: {first_line(exc, default_to_type=True)}; give a "
+            "classifier fine-tuned on the task, or leave teacher unset to fine-tune the full model"
+        ) from None
+    try:
+        check_teacher(model, student, tokenizer, student_tokenizer)
+    except ValueError as exc:
+        raise ValueError(f"[training.distill] teacher {name!r}: {exc}") from None
+    limit = max_input_tokens(model, tokenizer)
+    if max_length is not None and max_length > limit:
+        raise ValueError(
+            f"[training.distill] teacher {name!r} accepts {limit} tokens but the examples hold "
+            f"up to {max_length}; set [data] max_length <= {limit} or use another teacher"
+        )
+    model.eval()
+    return model
+
+
+# (folder, [(file, size, mtime)]) -> digest of the files' contents: a teacher is hashed once per
+# process while its files stay as they are.
+_IDENTITIES: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
+
+
+def teacher_identity(name: str) -> str:
+    """What identifies a given teacher: for a local folder (or ``package:<module>``) a digest of
+    the contents of every file in it, so that a checkpoint trained again into the same folder is
+    another teacher and a copy of it on another machine is the same one; a Hub id stands for
+    itself (pin a revision by downloading it to a folder).
+
+    Raises:
+        ValueError: A ``package:`` teacher whose module is not installed (naming the key).
+    """
+    from alphanas_optuna.synthesis import resolve_model_source
+
+    try:
+        source = os.path.expanduser(resolve_model_source(name))
+    except ValueError as exc:
+        raise ValueError(f"[training.distill] teacher: {first_line(exc)}") from None
+    if not os.path.isdir(source):
+        return name
+    files = sorted(p for p in Path(source).rglob("*") if p.is_file())
+    stats = tuple(
+        (str(p.relative_to(source)), p.stat().st_size, p.stat().st_mtime_ns) for p in files
+    )
+    memo = (os.path.realpath(source), stats)
+    if memo not in _IDENTITIES:
+        digest = hashlib.sha256()
+        for path, (relative, _, _) in zip(files, stats, strict=True):
+            digest.update(relative.encode() + b"\0")
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        _IDENTITIES[memo] = "sha256:" + digest.hexdigest()[:24]
+    return _IDENTITIES[memo]
 
 
 def predict_logits(
@@ -214,9 +340,11 @@ def teacher_key(
     train: TokenizedSplit,
     validation: TokenizedSplit,
     training: TrainingConfig,
+    teacher: str | None = None,
 ) -> str:
     """What the teacher's logits depend on: the base model's weights and configuration, the
-    training and validation examples, the teacher's training settings (and seed)."""
+    training and validation examples, the teacher's training settings (and seed), and a given
+    ``teacher`` (:func:`teacher_identity`)."""
     digest = hashlib.sha256()
     digest.update(model.config.to_json_string(use_diff=False).encode())
     for name, tensor in model.state_dict().items():
@@ -228,6 +356,8 @@ def teacher_key(
             digest.update(np.asarray(ids, dtype=np.int64).tobytes())
             digest.update(b"|")
     digest.update(json.dumps(dataclasses.asdict(training), sort_keys=True).encode())
+    if teacher is not None:
+        digest.update(b"teacher:" + teacher_identity(teacher).encode())
     return digest.hexdigest()[:24]
 
 
@@ -243,9 +373,12 @@ def teacher_for(
     trained: torch.nn.Module | None = None,
     fit: Callable[[], tuple[torch.nn.Module, float]] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    tokenizer: Any = None,
 ) -> Teacher:
     """The teacher's logits on ``train``: from the cache, or by fine-tuning the full ``model``
-    with :func:`teacher_training` (``training`` without distillation, at ``seed``) and predicting.
+    with :func:`teacher_training` (``training`` without distillation, at ``seed``) and predicting;
+    or, with ``training.distill.teacher`` set, by loading that fine-tuned classifier
+    (:func:`load_teacher`; ``trained`` and ``fit`` are then not used) and predicting.
 
     Args:
         model: The pretrained base model (every layer); never modified.
@@ -263,20 +396,46 @@ def teacher_for(
             teacher: it passes its own training, so the teacher costs no extra fine-tune). It
             must train the full model with :func:`teacher_training`'s settings.
         cache_dir: Folder of the cache (default :func:`teacher_cache_dir`); ``""`` disables it.
+        tokenizer: The student's tokenizer, compared with a given teacher's.
 
     Raises:
-        ValueError: The teacher's labels or vocabulary differ from the student's, or a cached
-            file does not fit the training examples.
+        ValueError: The teacher's labels or vocabulary differ from the student's, a given
+            teacher cannot be loaded or is not fine-tuned, or a cached file does not fit the
+            training examples.
     """
+    given = training.distill.teacher if training.distill is not None else None
     settings = teacher_training(training, seed)
-    key = teacher_key(model, train, validation, settings)
+    key = teacher_key(model, train, validation, settings, given)
     num_labels = int(getattr(model.config, "num_labels", 2))
 
     def compute() -> tuple[np.ndarray, float]:
         from alphanas_optuna.training import fine_tune, make_loaders
 
         teacher = trained
-        if fit is not None:
+        if given is not None:
+            longest = max(len(ids) for split in (train, validation) for ids in split.input_ids)
+            teacher = load_teacher(given, model, tokenizer, max_length=longest)
+            # Its validation accuracy, to report: one prediction pass.
+            predicted = predict_logits(
+                teacher,
+                validation,
+                pad_token_id=pad_token_id,
+                batch_size=settings.eval_batch_size,
+                accelerator=accelerator,
+            )
+            labels = np.asarray(validation.labels)
+            accuracy = (
+                float(np.mean(predicted.argmax(axis=1) == labels)) if len(labels) else math.nan
+            )
+            # Far below chance: its labels mean something else (another order, another task).
+            if len(labels) >= MIN_CHECKED and accuracy < 0.5 / num_labels:
+                raise ValueError(
+                    f"[training.distill] teacher {given!r} has validation accuracy "
+                    f"{accuracy:.4f} on this task, far below chance ({1 / num_labels:.2f}): its "
+                    "labels are in another order or of another task; use a teacher fine-tuned "
+                    "on this task with the data's label ids"
+                )
+        elif fit is not None:
             teacher, accuracy = fit()
         elif teacher is None:
             teacher = copy.deepcopy(model)

@@ -85,6 +85,7 @@ def final_fine_tune(
     pad_token_id: int,
     teacher_seed: int | None = None,
     teacher: torch.nn.Module | None = None,
+    tokenizer: Any = None,
 ) -> tuple[torch.nn.Module, FineTuneResult]:
     """Build the sub-model for ``mask`` (a copy; ``model`` is untouched) and fine-tune it.
 
@@ -92,7 +93,9 @@ def final_fine_tune(
     :func:`alphanas_optuna.distill.teacher_for`: from the machine's cache, else from ``teacher``,
     an already fine-tuned full model, else from a fine-tune of the full model at
     ``teacher_seed``, default ``training.seed``). The full mask itself is the teacher and
-    trains without distillation.
+    trains without distillation, unless ``training.distill.teacher`` names a fine-tuned
+    classifier to learn from (then every mask learns from it; ``tokenizer``, the student's, is
+    compared with its tokenizer).
 
     Returns:
         The fine-tuned sub-model (unwrapped from the Accelerator, in eval mode) and the
@@ -102,7 +105,7 @@ def final_fine_tune(
     from alphanas_optuna.training import fine_tune, make_loaders
 
     if training.distill is not None and training.distill.alpha > 0:
-        if all(int(b) for b in mask):
+        if all(int(b) for b in mask) and training.distill.teacher is None:
             training = dataclasses.replace(training, distill=None)
         elif train.teacher_logits is None:
             from alphanas_optuna.distill import teacher_for, with_teacher
@@ -116,6 +119,7 @@ def final_fine_tune(
                 pad_token_id=pad_token_id,
                 seed=teacher_seed,
                 trained=teacher,
+                tokenizer=tokenizer,
             ).logits
             train = with_teacher(train, logits)
     sub = drop_layers(model, mask)
@@ -188,6 +192,7 @@ class FinalSetup:
             self.training,
             self.accelerator,
             pad_token_id=self.pad_token_id,
+            tokenizer=self.tokenizer,
         )
 
     def teach_with(self, full: Any) -> None:
@@ -398,7 +403,13 @@ class Table1:
             "",
         ]
         d = self.training.distill
-        if d is not None:
+        if d is not None and d.teacher is not None:
+            lines += [
+                f"Every model, the full one too, distilled from the given teacher `{d.teacher}` "
+                f"(alpha {d.alpha:g}, temperature {d.temperature:g}).",
+                "",
+            ]
+        elif d is not None:
             lines += [
                 f"Sub-models distilled from the full model above (alpha {d.alpha:g}, temperature "
                 f"{d.temperature:g}); the full model trains without distillation.",
@@ -468,7 +479,12 @@ def build_table1(
             },
         )
         distill = setup.training.distill
-        if mask == setup.full_mask and distill is not None and distill.alpha > 0:
+        if (
+            mask == setup.full_mask
+            and distill is not None
+            and distill.alpha > 0
+            and distill.teacher is None
+        ):
             setup.teach_with(model)  # the full model teaches the others: no second fine-tune
         del model
         results[mask] = row

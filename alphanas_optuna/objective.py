@@ -211,8 +211,10 @@ class AlphaNASObjective:
         """Identifies the settings a trial's accuracy depends on; reuse needs them equal. It is
         computed when asked, so a changed ``training`` (a public attribute) is another fidelity."""
         training = asdict(self.training)
-        if training["distill"] is None:
+        if self.training.distill is None:
             del training["distill"]  # so that studies from before distillation keep their fidelity
+        else:
+            training["distill"] = self.training.distill.settings()
         payload = {
             "training": training,
             "train": _split_digest(self.train),
@@ -257,6 +259,11 @@ class AlphaNASObjective:
         )
         objective.tokenizer = task.tokenizer
         objective.splits = task.splits
+        distill = training.distill
+        if distill is not None and distill.teacher is not None and distill.alpha > 0:
+            # A given teacher is loaded and checked now (its logits computed, or read from the
+            # machine's cache), so that a bad one is refused before any trial runs.
+            objective.distilled_train()
         return objective
 
     # ------------------------------------------------------------------------------- the trial
@@ -362,7 +369,7 @@ class AlphaNASObjective:
         train = self.train
         teacher_trial = False
         if cfg.distill is not None and cfg.distill.alpha > 0:
-            if all(mask):
+            if all(mask) and cfg.distill.teacher is None:
                 # The full model is the teacher: it trains without distillation. Its first
                 # evaluation at the study's seed is the teacher's own fine-tune, so the teacher
                 # costs one prediction pass more, not another fine-tune.
@@ -418,7 +425,8 @@ class AlphaNASObjective:
     ) -> TokenizedSplit:
         """The training split with the teacher's logits (``training.distill``): read from the
         machine's cache, or computed once (see :func:`alphanas_optuna.distill.teacher_for`); the
-        teacher trains at the study's seed, so one teacher serves every trial."""
+        teacher (the full model, unless ``distill.teacher`` names one) trains at the study's
+        seed, so one teacher serves every trial."""
         from alphanas_optuna.distill import teacher_for, with_teacher
 
         key = self.fidelity
@@ -431,6 +439,7 @@ class AlphaNASObjective:
                 self.accelerator,
                 pad_token_id=self.pad_token_id,
                 fit=fit,
+                tokenizer=getattr(self, "tokenizer", None),
             )
             if not teacher.cached:
                 _logger.info(

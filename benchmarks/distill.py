@@ -16,6 +16,8 @@ Rows go to `benchmarks/data/distill-minilm-imdb.csv` (columns
     python benchmarks/distill.py search --data ../shared/data/imdb     # the quickstart, with and without
     python benchmarks/distill.py timing --data ../shared/data/imdb     # student seconds, paired
     python benchmarks/distill.py collect
+    # a given teacher (the full model fine-tuned on 3x the reviews) against the default one:
+    python benchmarks/distill.py given --data ../shared/data/imdb --k 2 --seeds 0 1 2 3
 
 An interrupted run resumes: rows already in the CSV are not run again.
 """
@@ -45,6 +47,7 @@ STUDY = ROOT / "studies" / "minilm-imdb-evidence.toml"
 TABLE = ROOT / "benchmarks" / "data" / "minilm-l6-imdb.csv"
 OUT_CSV = ROOT / "benchmarks" / "data" / "distill-minilm-imdb.csv"
 SWEEP_JSON = ROOT / "runs" / "distill-sweep.json"
+GIVEN_CSV = ROOT / "benchmarks" / "data" / "distill-given-teacher-minilm-imdb.csv"
 FIELDS = ["k", "mask", "seed", "distill", "test_accuracy", "train_seconds"]
 DISTILL = DistillConfig(alpha=0.5, temperature=2.0)
 TEACHER_SEED = 0
@@ -272,6 +275,87 @@ def phase_timing(data: str | None, k: int, reps: int, steps: int) -> None:
     )
 
 
+def phase_given(data: str | None, k: int, seeds: list[int], teacher_reviews: int) -> None:
+    """A given teacher (``[training.distill] teacher``): the full model fine-tuned at the same
+    settings on ``teacher_reviews`` training reviews instead of the students' 2,000, saved as a
+    checkpoint; the best k-layer mask learns from it and from the default teacher (the full model
+    at the students' budget), paired by seed, tested on the test split."""
+    from alphanas_optuna.final import evaluate_test, final_fine_tune, report_data_config
+    from alphanas_optuna.task import load_task
+
+    config, training, task, accelerator = _setup(data, ("train", "validation", "test"))
+    folder = ROOT / "runs" / f"teacher-minilm-{teacher_reviews}"
+    if not (folder / "config.json").is_file():
+        bigger = dataclasses.replace(report_data_config(config), train_size=teacher_reviews)
+        big = load_task(
+            config.model.name, bigger, num_labels=config.model.num_labels, seed=TEACHER_SEED
+        )
+        settings = dataclasses.replace(training, seed=TEACHER_SEED, distill=None)
+        model, result = final_fine_tune(
+            big.model,
+            "1" * len(best_masks([k])[k]),
+            big.tokenized["train"],
+            big.tokenized["validation"],
+            settings,
+            accelerator,
+            pad_token_id=big.pad_token_id,
+        )
+        print(
+            f"given teacher: {teacher_reviews} reviews, validation {result.accuracy:.4f}, "
+            f"{result.seconds:.0f} s",
+            flush=True,
+        )
+        model.save_pretrained(folder)
+        big.tokenizer.save_pretrained(folder)
+        del model, big
+    mask = best_masks([k])[k]
+    done = set()
+    if GIVEN_CSV.exists():
+        with GIVEN_CSV.open() as f:
+            done = {(r["mask"], int(r["seed"]), r["teacher"]) for r in csv.DictReader(f)}
+    new = not GIVEN_CSV.exists()
+    with GIVEN_CSV.open("a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(["k", "mask", "seed", "teacher", "test_accuracy", "train_seconds"])
+        for seed in seeds:
+            for label, distill in (
+                ("full model", DISTILL),
+                (f"given {teacher_reviews}", dataclasses.replace(DISTILL, teacher=str(folder))),
+            ):
+                if (mask, seed, label) in done:
+                    continue
+                cfg = dataclasses.replace(training, seed=seed, distill=distill)
+                model, result = final_fine_tune(
+                    task.model,
+                    mask,
+                    task.tokenized["train"],
+                    task.tokenized["validation"],
+                    cfg,
+                    accelerator,
+                    pad_token_id=task.pad_token_id,
+                    teacher_seed=TEACHER_SEED,
+                    tokenizer=task.tokenizer,
+                )
+                test = evaluate_test(
+                    model,
+                    task.tokenized["test"],
+                    accelerator,
+                    pad_token_id=task.pad_token_id,
+                    batch_size=config.training.eval_batch_size,
+                )
+                writer.writerow(
+                    [k, mask, seed, label, f"{test.accuracy:.5f}", f"{result.seconds:.1f}"]
+                )
+                f.flush()
+                print(
+                    f"{mask} seed {seed} teacher {label}: test {test.accuracy:.4f} "
+                    f"(validation {result.accuracy:.4f}, {result.seconds:.0f} s)",
+                    flush=True,
+                )
+                del model
+
+
 def phase_collect() -> None:
     with OUT_CSV.open() as f:
         rows = list(csv.DictReader(f))
@@ -319,7 +403,10 @@ def phase_collect() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("phase", choices=["run", "sweep", "search", "timing", "collect"])
+    parser.add_argument("phase", choices=["run", "sweep", "search", "timing", "given", "collect"])
+    parser.add_argument(
+        "--teacher-reviews", type=int, default=6000, help="training reviews of the given teacher"
+    )
     parser.add_argument("--data", default=None, help="local IMDB folder (train/test parquet)")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
     parser.add_argument("--depths", type=int, nargs="*", default=[2, 3, 4])
@@ -334,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         phase_search(args.data, args.seed)
     elif args.phase == "timing":
         phase_timing(args.data, args.k, reps=6, steps=60)
+    elif args.phase == "given":
+        phase_given(args.data, args.k, args.seeds, args.teacher_reviews)
     else:
         phase_collect()
     return 0

@@ -193,6 +193,7 @@ def test_a_study_with_other_directions_is_refused(
         ("empty csv", "is empty (0 bytes)"),
         ("storage folder missing", "does not exist"),
         ("unknown model module", "install the Python package that provides it"),
+        ("missing distillation teacher", "[training.distill] teacher: model path"),
     ],
 )
 def test_bad_inputs_give_one_line_and_exit_2(
@@ -239,6 +240,11 @@ def test_bad_inputs_give_one_line_and_exit_2(
         argv += ["--storage", f"sqlite:///{study_dir / 'no-dir' / 'x.db'}"]
     elif case == "unknown model module":
         tiny_study.write_text(text.replace(model_line, 'name = "package:nonexistent_module"'))
+    elif case == "missing distillation teacher":
+        teacher = f'distill = {{ teacher = "{study_dir / "no-teacher"}" }}'
+        tiny_study.write_text(
+            text.replace("freeze_embeddings = false", f"freeze_embeddings = false\n{teacher}")
+        )
     assert cli.main(argv) == cli.EXIT_USAGE
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err  # one line, nothing before it

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
 import torch
 from conftest import NEG, POS
-from tiny_models import tiny_model, tiny_tokenizer
+from tiny_models import tiny_config, tiny_model, tiny_tokenizer
 
 from alphanas_optuna import AlphaNASObjective, FitnessConfig
 from alphanas_optuna.config import StudyConfig, StudyConfigError, parse_study_config
@@ -22,10 +24,12 @@ from alphanas_optuna.distill import (
     DistillConfig,
     check_teacher,
     distillation_loss,
+    load_teacher,
     predict_logits,
     teacher_for,
     with_teacher,
 )
+from alphanas_optuna.distill import teacher_cache_dir as distill_cache
 from alphanas_optuna.final import final_fine_tune
 from alphanas_optuna.objective import get_accelerator
 from alphanas_optuna.training import TrainingConfig, fine_tune, make_loaders
@@ -366,15 +370,33 @@ def test_study_files_take_distill_as_an_inline_table() -> None:
     again = StudyConfig.from_dict(config.to_dict())
     assert again.training.distill == config.training.distill
     assert parse_study_config(_raw({})).training.distill == DistillConfig()
+    # An unset teacher is left out of the stored settings (and of every digest of them).
+    assert config.to_dict()["training"]["distill"] == {"alpha": 0.25, "temperature": 4.0}
+    given = parse_study_config(_raw({"teacher": "models/bert-large-imdb"}))
+    assert given.training.distill == DistillConfig(teacher="models/bert-large-imdb")
+    assert StudyConfig.from_dict(given.to_dict()).training.distill == given.training.distill
+    # In a study file, ./ and ../ are relative to the file's folder, as [model] name is.
+    here = parse_study_config(_raw({"teacher": "./teacher"}), Path("/studies/s.toml"))
+    assert here.training.distill.teacher == str(Path("/studies/teacher").resolve())
 
 
 @pytest.mark.parametrize(
     ("value", "message"),
     [
         ({"alpha": 2}, r"<study>: \[training.distill\] alpha must be in \[0, 1\], got 2.0"),
-        ({"beta": 1}, r"unknown key \[training.distill\] 'beta'; allowed keys: alpha, temperature"),
+        (
+            {"beta": 1},
+            r"unknown key \[training.distill\] 'beta'; allowed keys: alpha, temperature, teacher",
+        ),
+        (
+            {"teacher": ""},
+            r"\[training.distill\] teacher must be a model folder, Hub id or package",
+        ),
         ({"temperature": "hot"}, r"\[training.distill\] temperature must be a number, got 'hot'"),
-        (0.5, r"\[training\] distill must be a table \{ alpha = \.\.\., temperature = \.\.\. \}"),
+        (
+            0.5,
+            r"\[training\] distill must be a table \{ alpha = \.\.\., temperature = \.\.\., teacher",
+        ),
         ("all", r"\[training\] distill must be a table"),
     ],
 )
@@ -428,3 +450,124 @@ def test_the_teacher_trial_is_never_pruned_and_alpha_zero_needs_no_teacher(step_
     step_counter.clear()
     run(dataclasses.replace(config, distill=DistillConfig(alpha=0.0)), "101")
     assert len(step_counter) == per_trial // 2  # pruned half-way, and no teacher was trained
+
+
+# ------------------------------------------------------------------------- a given teacher
+
+
+def _fine_tuned_teacher(folder, num_labels: int = 2) -> str:
+    """A 2-layer tiny BERT fine-tuned on TRAIN, saved with the tiny tokenizer as a checkpoint."""
+    base = _model(n_layers=2, num_labels=num_labels)
+    model, result = final_fine_tune(
+        base, "11", TRAIN, VALID, FAST, get_accelerator(), pad_token_id=0
+    )
+    assert num_labels != 2 or result.accuracy >= 0.8
+    model.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return str(folder)
+
+
+def test_a_given_teacher_teaches_every_mask_the_full_one_too(
+    tmp_path, step_counter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import transformers
+
+    import alphanas_optuna.training as training_module
+
+    folder = _fine_tuned_teacher(tmp_path / "teacher")
+    given = dataclasses.replace(FAST, distill=DistillConfig(alpha=0.5, teacher=folder))
+    soft: list[int] = []
+    original = training_module.distillation_loss
+
+    def spy(*args, **kwargs):
+        soft.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(training_module, "distillation_loss", spy)
+    worker = _objective(given)
+    worker.tokenizer = tiny_tokenizer()
+    step_counter.clear()
+    study = _run(worker, ["111", "101"])
+    per_trial = FAST.total_steps(math.ceil(len(TRAIN) / FAST.batch_size))
+    # Two fine-tunes: the given teacher is not trained, and the full mask is a student.
+    assert len(step_counter) == 2 * per_trial
+    assert len(soft) >= 2 * per_trial
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    # Its logits are the saved model's, computed once and cached, with its validation accuracy.
+    acc = get_accelerator()
+    cached = teacher_for(worker.model, TRAIN, VALID, given, acc, pad_token_id=0)
+    assert cached.cached and cached.accuracy >= 0.8
+    saved = transformers.AutoModelForSequenceClassification.from_pretrained(folder)
+    expected = predict_logits(saved, TRAIN, pad_token_id=0, batch_size=64, accelerator=acc)
+    np.testing.assert_allclose(cached.logits, expected, atol=1e-5)
+    # Another teacher, other results: the fidelity and the cache key differ from the default's.
+    default = dataclasses.replace(FAST, distill=DistillConfig(alpha=0.5))
+    assert worker.fidelity != _objective(default).fidelity
+    assert cached.key != teacher_for(worker.model, TRAIN, VALID, default, acc, pad_token_id=0).key
+    # A checkpoint trained again into the same folder is another teacher (other results), and
+    # one saved again unchanged is the same one.
+    fidelity = worker.fidelity
+    os.utime(next((tmp_path / "teacher").glob("*.safetensors")))
+    assert worker.fidelity == fidelity
+    assert teacher_for(worker.model, TRAIN, VALID, given, acc, pad_token_id=0).key == cached.key
+    with torch.no_grad():
+        saved.classifier.bias.add_(0.1)
+    saved.save_pretrained(folder)
+    assert worker.fidelity != fidelity
+    assert teacher_for(worker.model, TRAIN, VALID, given, acc, pad_token_id=0).key != cached.key
+
+
+def test_a_bad_given_teacher_is_refused_with_one_line_naming_it(tmp_path) -> None:
+    from transformers import BertModel
+
+    student = _model()
+    tokenizer = tiny_tokenizer()
+    with pytest.raises(ValueError, match=r"\[training.distill\] teacher: model path .* not exist"):
+        load_teacher(str(tmp_path / "nowhere"), student, tokenizer)
+    (tmp_path / "empty").mkdir()  # a folder that is not a checkpoint (OSError from transformers)
+    with pytest.raises(ValueError, match=r"^\[training.distill\] teacher: .*config\.json"):
+        load_teacher(str(tmp_path / "empty"), student, tokenizer)
+    with pytest.raises(ValueError, match=r"^\[training.distill\] teacher: .*not installed"):
+        teacher_for(
+            student,
+            TRAIN,
+            VALID,
+            dataclasses.replace(FAST, distill=DistillConfig(teacher="package:no_such_teacher")),
+            get_accelerator(),
+            pad_token_id=0,
+        )
+    encoder = tmp_path / "encoder"  # a pretrained encoder: no classification head
+    BertModel(tiny_config("bert", n_layers=2)).save_pretrained(encoder)
+    tokenizer.save_pretrained(encoder)
+    with pytest.raises(ValueError, match="is not a fine-tuned classifier: its checkpoint lacks"):
+        load_teacher(str(encoder), student, tokenizer)
+    three = _fine_tuned_teacher(tmp_path / "three", num_labels=3)
+    with pytest.raises(ValueError, match="num_labels=3 but the student has num_labels=2"):
+        load_teacher(three, student, tokenizer)
+    other = tmp_path / "other-vocab"
+    _fine_tuned_teacher(other)
+    words = tiny_tokenizer()
+    words.add_tokens(["zebra"])
+    words.save_pretrained(other)
+    with pytest.raises(ValueError, match="tokenizer differs from the student's .* 'zebra'"):
+        load_teacher(str(other), student, tokenizer)
+    assert load_teacher(str(tmp_path / "three"), _model(num_labels=3), tokenizer) is not None
+    with pytest.raises(ValueError, match="accepts 126 tokens but the examples hold up to 500"):
+        load_teacher(three, _model(num_labels=3), tokenizer, max_length=500)
+
+
+def test_a_teacher_far_below_chance_is_refused(tmp_path) -> None:
+    folder = tmp_path / "flipped"
+    _fine_tuned_teacher(folder)
+    # The same teacher with its two labels swapped: right about the task, wrong about the ids.
+    import transformers
+
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(folder)
+    with torch.no_grad():
+        model.classifier.weight.copy_(model.classifier.weight.flip(0))
+        model.classifier.bias.copy_(model.classifier.bias.flip(0))
+    model.save_pretrained(folder)
+    given = dataclasses.replace(FAST, distill=DistillConfig(teacher=str(folder)))
+    with pytest.raises(ValueError, match="far below chance"):
+        teacher_for(_model(), TRAIN, VALID, given, get_accelerator(), pad_token_id=0)
+    assert not list(distill_cache().glob("*.npz"))  # nothing wrong is cached
