@@ -342,22 +342,26 @@ def teacher_key(
     training: TrainingConfig,
     teacher: str | None = None,
 ) -> str:
-    """What the teacher's logits depend on: the base model's weights and configuration, the
-    training and validation examples, the teacher's training settings (and seed), and a given
-    ``teacher`` (:func:`teacher_identity`)."""
+    """What the teacher's logits depend on: the training and validation examples, and either
+    the base model's weights and configuration and the teacher's training settings (and seed),
+    or a given ``teacher`` (:func:`teacher_identity`) and the precision it predicts in (it is
+    not trained, so one set of logits serves every study, seed and budget on these examples)."""
     digest = hashlib.sha256()
-    digest.update(model.config.to_json_string(use_diff=False).encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    if teacher is None:
+        digest.update(model.config.to_json_string(use_diff=False).encode())
+        for name, tensor in model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     for split in (train, validation):
         digest.update(np.asarray(split.labels, dtype=np.int64).tobytes())
         for ids in split.input_ids:
             digest.update(np.asarray(ids, dtype=np.int64).tobytes())
             digest.update(b"|")
-    digest.update(json.dumps(dataclasses.asdict(training), sort_keys=True).encode())
-    if teacher is not None:
+    if teacher is None:
+        digest.update(json.dumps(dataclasses.asdict(training), sort_keys=True).encode())
+    else:
         digest.update(b"teacher:" + teacher_identity(teacher).encode())
+        digest.update(b"precision:" + training.mixed_precision.encode())
     return digest.hexdigest()[:24]
 
 

@@ -504,6 +504,9 @@ def test_a_given_teacher_teaches_every_mask_the_full_one_too(
     default = dataclasses.replace(FAST, distill=DistillConfig(alpha=0.5))
     assert worker.fidelity != _objective(default).fidelity
     assert cached.key != teacher_for(worker.model, TRAIN, VALID, default, acc, pad_token_id=0).key
+    # Its logits do not depend on the students' seed, budget or base model: one file serves all.
+    other = dataclasses.replace(given, seed=7, epochs=2.0)
+    assert teacher_for(_model(n_layers=2), TRAIN, VALID, other, acc, pad_token_id=0).cached
     # A checkpoint trained again into the same folder is another teacher (other results), and
     # one saved again unchanged is the same one.
     fidelity = worker.fidelity
