@@ -97,9 +97,34 @@ def _setup(data: str | None, splits: tuple[str, ...]):
     return config, training, task, get_accelerator(config.training.mixed_precision)
 
 
+def _student(config: StudyConfig, task, mask: str, cfg, accelerator) -> tuple:
+    """Fine-tune ``mask`` with ``cfg`` (the default teacher at seed TEACHER_SEED when ``cfg``
+    distils), test it: ``(FineTuneResult, TestResult)``."""
+    from alphanas_optuna.final import evaluate_test, final_fine_tune
+
+    model, result = final_fine_tune(
+        task.model,
+        mask,
+        task.tokenized["train"],
+        task.tokenized["validation"],
+        cfg,
+        accelerator,
+        pad_token_id=task.pad_token_id,
+        teacher_seed=TEACHER_SEED,
+        tokenizer=task.tokenizer,
+    )
+    test = evaluate_test(
+        model,
+        task.tokenized["test"],
+        accelerator,
+        pad_token_id=task.pad_token_id,
+        batch_size=config.training.eval_batch_size,
+    )
+    return result, test
+
+
 def phase_run(data: str | None, depths: list[int], seeds: list[int]) -> None:
     from alphanas_optuna.distill import teacher_for
-    from alphanas_optuna.final import evaluate_test, final_fine_tune
 
     done = set()
     if OUT_CSV.exists():
@@ -140,23 +165,7 @@ def phase_run(data: str | None, depths: list[int], seeds: list[int]) -> None:
             writer.writerow(FIELDS)
         for k, mask, seed, distill in todo:
             cfg = dataclasses.replace(training, seed=seed, distill=DISTILL if distill else None)
-            model, result = final_fine_tune(
-                task.model,
-                mask,
-                train,
-                validation,
-                cfg,
-                accelerator,
-                pad_token_id=task.pad_token_id,
-                teacher_seed=TEACHER_SEED,
-            )
-            test = evaluate_test(
-                model,
-                task.tokenized["test"],
-                accelerator,
-                pad_token_id=task.pad_token_id,
-                batch_size=config.training.eval_batch_size,
-            )
+            result, test = _student(config, task, mask, cfg, accelerator)
             writer.writerow(
                 [k, mask, seed, distill, f"{test.accuracy:.5f}", f"{result.seconds:.1f}"]
             )
@@ -166,7 +175,6 @@ def phase_run(data: str | None, depths: list[int], seeds: list[int]) -> None:
                 f"(validation {result.accuracy:.4f}, {result.seconds:.0f} s)",
                 flush=True,
             )
-            del model
 
 
 def phase_sweep(data: str | None, k: int, seeds: list[int]) -> None:
@@ -280,7 +288,7 @@ def phase_given(data: str | None, k: int, seeds: list[int], teacher_reviews: int
     settings on ``teacher_reviews`` training reviews instead of the students' 2,000, saved as a
     checkpoint; the best k-layer mask learns from it and from the default teacher (the full model
     at the students' budget), paired by seed, tested on the test split."""
-    from alphanas_optuna.final import evaluate_test, final_fine_tune, report_data_config
+    from alphanas_optuna.final import final_fine_tune, report_data_config
     from alphanas_optuna.task import load_task
 
     config, training, task, accelerator = _setup(data, ("train", "validation", "test"))
@@ -326,24 +334,7 @@ def phase_given(data: str | None, k: int, seeds: list[int], teacher_reviews: int
                 if (mask, seed, label) in done:
                     continue
                 cfg = dataclasses.replace(training, seed=seed, distill=distill)
-                model, result = final_fine_tune(
-                    task.model,
-                    mask,
-                    task.tokenized["train"],
-                    task.tokenized["validation"],
-                    cfg,
-                    accelerator,
-                    pad_token_id=task.pad_token_id,
-                    teacher_seed=TEACHER_SEED,
-                    tokenizer=task.tokenizer,
-                )
-                test = evaluate_test(
-                    model,
-                    task.tokenized["test"],
-                    accelerator,
-                    pad_token_id=task.pad_token_id,
-                    batch_size=config.training.eval_batch_size,
-                )
+                result, test = _student(config, task, mask, cfg, accelerator)
                 writer.writerow(
                     [k, mask, seed, label, f"{test.accuracy:.5f}", f"{result.seconds:.1f}"]
                 )
@@ -353,7 +344,6 @@ def phase_given(data: str | None, k: int, seeds: list[int], teacher_reviews: int
                     f"(validation {result.accuracy:.4f}, {result.seconds:.0f} s)",
                     flush=True,
                 )
-                del model
 
 
 def phase_collect() -> None:
