@@ -413,26 +413,18 @@ def teacher_for(
     num_labels = int(getattr(model.config, "num_labels", 2))
 
     def compute() -> tuple[np.ndarray, float]:
-        from alphanas_optuna.training import fine_tune, make_loaders
+        from alphanas_optuna.training import evaluate, fine_tune, make_loaders
 
         teacher = trained
         if given is not None:
             longest = max(len(ids) for split in (train, validation) for ids in split.input_ids)
             teacher = load_teacher(given, model, tokenizer, max_length=longest)
-            # Its validation accuracy, to report: one prediction pass.
-            predicted = predict_logits(
-                teacher,
-                validation,
-                pad_token_id=pad_token_id,
-                batch_size=settings.eval_batch_size,
-                accelerator=accelerator,
-            )
-            labels = np.asarray(validation.labels)
-            accuracy = (
-                float(np.mean(predicted.argmax(axis=1) == labels)) if len(labels) else math.nan
-            )
+            # Its validation accuracy, to report and check: one pass, as a trial's evaluation.
+            _, eval_dl = make_loaders(train, validation, settings, pad_token_id=pad_token_id)
+            teacher = teacher.to(accelerator.device)
+            accuracy = evaluate(teacher, eval_dl, accelerator) if len(validation) else math.nan
             # Far below chance: its labels mean something else (another order, another task).
-            if len(labels) >= MIN_CHECKED and accuracy < 0.5 / num_labels:
+            if len(validation) >= MIN_CHECKED and accuracy < 0.5 / num_labels:
                 raise ValueError(
                     f"[training.distill] teacher {given!r} has validation accuracy "
                     f"{accuracy:.4f} on this task, far below chance ({1 / num_labels:.2f}): its "
