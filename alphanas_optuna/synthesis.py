@@ -332,12 +332,11 @@ def load_pretrained(
         torch.manual_seed(seed)
     try:
         with _quiet_transformers_loading(), quiet_hub_retries():
-            if num_labels is not None:
-                kwargs["num_labels"] = num_labels
+            # num_labels None: the checkpoint's own head (a fine-tuned classifier's).
+            labels = {} if num_labels is None else {"num_labels": num_labels}
             model, info = AutoModelForSequenceClassification.from_pretrained(
-                source, output_loading_info=True, **kwargs
+                source, output_loading_info=True, **labels, **kwargs
             )
-            kwargs.pop("num_labels", None)
             tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except OSError as exc:
         if is_local:
