@@ -114,7 +114,11 @@ def fidelity(config: StudyConfig) -> str:
         del training["distill"]  # confirmations from before distillation keep their fidelity
     else:
         training["distill"] = settings.distill.settings()
-        training["teacher_seed"] = config.confirm.seed  # another teacher, other results
+        if settings.distill.teacher is None:
+            # The full model fine-tuned at this seed teaches every run: another seed, another
+            # teacher, results not to be pooled. A given teacher is named by its content in
+            # ``settings()``; the seed then only draws the head, as without distillation.
+            training["teacher_seed"] = config.confirm.seed
     payload = {
         "model": config.model.name,
         "data": {k: v for k, v in config.to_dict()["data"].items() if k != "source"},

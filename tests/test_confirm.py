@@ -174,6 +174,14 @@ def test_distilled_confirmation_runs_share_one_teacher_and_have_their_own_fideli
     plain = load_study_config(searched)
     config = plain.replace(training=dataclasses.replace(plain.training, distill=DistillConfig()))
     assert fidelity(config) != fidelity(plain)
+    # The seed of the fine-tune that makes the teacher matters, unless a teacher is given.
+    reseeded = config.replace(confirm=dataclasses.replace(config.confirm, seed=7))
+    assert fidelity(reseeded) != fidelity(config)
+    given = dataclasses.replace(config.training.distill, teacher="some-org/fine-tuned-bert")
+    with_given = config.replace(training=dataclasses.replace(config.training, distill=given))
+    reseeded_given = with_given.replace(confirm=dataclasses.replace(config.confirm, seed=7))
+    assert fidelity(with_given) != fidelity(config)
+    assert fidelity(reseeded_given) == fidelity(with_given)
     steps = step_counter
     ranking = confirm(
         config, "sqlite:///tiny.db", "tiny", masks=["1100", "0110"], out=io.StringIO()
