@@ -32,7 +32,7 @@ import math
 import os
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,6 +104,12 @@ class DistillConfig:
             raise ValueError(
                 f"teacher must be a model folder, Hub id or package:<module>, got {self.teacher!r}"
             )
+
+    def trains_teacher(self, mask: Sequence[int | str]) -> bool:
+        """Whether fine-tuning ``mask`` makes the study's own teacher: distillation is on, no
+        ``teacher`` is given, and ``mask`` keeps every layer. That model learns from the labels
+        alone, and its fine-tune teaches every other mask."""
+        return self.alpha > 0 and self.teacher is None and all(int(b) for b in mask)
 
     def settings(self) -> dict[str, Any]:
         """The fields as a dict for digests of what results depend on: ``teacher`` left out

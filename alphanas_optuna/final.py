@@ -105,7 +105,7 @@ def final_fine_tune(
     from alphanas_optuna.training import fine_tune, make_loaders
 
     if training.distill is not None and training.distill.alpha > 0:
-        if all(int(b) for b in mask) and training.distill.teacher is None:
+        if training.distill.trains_teacher(mask):
             training = dataclasses.replace(training, distill=None)
         elif train.teacher_logits is None:
             from alphanas_optuna.distill import teacher_for, with_teacher
@@ -479,12 +479,7 @@ def build_table1(
             },
         )
         distill = setup.training.distill
-        if (
-            mask == setup.full_mask
-            and distill is not None
-            and distill.alpha > 0
-            and distill.teacher is None
-        ):
+        if distill is not None and distill.trains_teacher(mask):
             setup.teach_with(model)  # the full model teaches the others: no second fine-tune
         del model
         results[mask] = row

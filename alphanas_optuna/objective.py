@@ -369,7 +369,7 @@ class AlphaNASObjective:
         train = self.train
         teacher_trial = False
         if cfg.distill is not None and cfg.distill.alpha > 0:
-            if all(mask) and cfg.distill.teacher is None:
+            if cfg.distill.trains_teacher(mask):
                 # The full model is the teacher: it trains without distillation. Its first
                 # evaluation at the study's seed is the teacher's own fine-tune, so the teacher
                 # costs one prediction pass more, not another fine-tune.

@@ -115,6 +115,14 @@ def test_distill_config_refuses_bad_values() -> None:
         TrainingConfig(distill={"alpha": 0.5})  # type: ignore[arg-type]
 
 
+def test_only_the_full_mask_without_a_given_teacher_trains_the_teacher() -> None:
+    on = DistillConfig(alpha=0.5)
+    assert on.trains_teacher((1, 1, 1)) and on.trains_teacher("1111")
+    assert not on.trains_teacher((1, 0, 1)) and not on.trains_teacher("0111")
+    assert not DistillConfig(alpha=0.0).trains_teacher("111")  # labels only: no teacher
+    assert not DistillConfig(alpha=0.5, teacher="org/fine-tuned").trains_teacher("111")
+
+
 # -------------------------------------------------------------------------------- the loop
 
 
