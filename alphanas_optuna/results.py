@@ -16,7 +16,8 @@ Every command that reads a study's results (the summary of ``alphanas search``, 
 - :func:`compare_to_full`: what a chosen mask gains and loses against the full model, from the
   two measurements (whatever chose the mask);
 - :func:`mixed_fidelity_note`: a warning when the search's evaluations were made under different
-  training settings (a study resumed with a changed study file), which the estimates pool.
+  training settings (a study resumed with a changed study file), which the estimates can only
+  shift onto one scale.
 
 It imports Optuna and the trial record only, not torch.
 """
@@ -144,23 +145,39 @@ def fidelity_counts(study: optuna.Study) -> dict[str, int]:
 def mixed_fidelity_note(study: optuna.Study) -> str | None:
     """A warning when the search's evaluations span several training fidelities, else None.
 
-    The estimates behind :func:`study_answer` and :func:`front` pool every evaluation of a mask
-    as a measurement of the same thing. After a study was resumed with other training settings
-    (more steps, another learning rate, other data), that is no longer so: a mask measured only
-    under the better settings looks better than one measured under the old. ``alphanas confirm``
-    measures the candidates again under one setting, and the answer then comes from those runs.
+    After a study was resumed with other training settings (more steps, another learning rate,
+    other data), a mask's values under the old settings and the new are not measurements of the
+    same thing. The estimates behind :func:`study_answer` and :func:`front` put every value on
+    the newest settings' scale with one fitted offset per earlier fidelity (see
+    :mod:`alphanas_optuna.sampler.model`): a shift common to every mask, which cannot follow
+    settings that reorder masks. ``alphanas confirm`` measures the candidates again under one
+    setting, and the answer then comes from those runs.
     """
     counts = fidelity_counts(study)
     if len(counts) < 2:
         return None
-    newest = list(counts)[-1]
+    newest = _newest_fidelity(study)
     earlier = sum(counts.values()) - counts[newest]
     return (
         f"Note: the search's evaluations were made under {len(counts)} different training "
         f"settings ({counts[newest]} under the newest, {earlier} under earlier ones); the "
-        "estimates pool them, which favours masks measured under better settings. Run "
-        "`alphanas confirm` to measure the candidates again under one setting."
+        "estimates shift the earlier ones onto the newest settings' scale, which assumes the "
+        "settings moved every mask alike. Run `alphanas confirm` to measure the candidates "
+        "again under one setting."
     )
+
+
+def _newest_fidelity(study: optuna.Study) -> str | None:
+    """The fidelity of the search's latest evaluated trial that recorded one."""
+    from alphanas_optuna.sampler.digest import CONFIRMATION_KEY
+
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    for t in sorted(trials, key=lambda t: t.number, reverse=True):
+        record = TrialRecord.read(t)
+        if record is not None and record.fidelity is not None:
+            if CONFIRMATION_KEY not in t.system_attrs:
+                return record.fidelity
+    return None
 
 
 def study_answer(study: optuna.Study, fitness: FitnessConfig | None = None) -> Winner:

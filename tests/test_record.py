@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
@@ -35,6 +37,11 @@ def test_stored_key_names_are_the_documented_ones() -> None:
         "pruned_at_step",
     } <= set(OUTCOME_ATTRS)
     assert not {"mask", "n_layers", "n_params", "fidelity"} & set(OUTCOME_ATTRS)
+    # The sampler reads these by name (it imports nothing of the objective's).
+    from alphanas_optuna.sampler.digest import FIDELITY_ATTR, REUSED_ATTR, VALUE_ATTRS
+
+    fields = {f.name for f in dataclasses.fields(TrialRecord)}
+    assert {FIDELITY_ATTR, REUSED_ATTR, *VALUE_ATTRS} <= fields
 
 
 def test_optional_attributes_are_written_only_when_set() -> None:

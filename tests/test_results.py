@@ -100,6 +100,9 @@ def test_summary_warns_when_the_search_spans_several_training_settings(tmp_path:
     summary = summarize(study, storage)
     assert (
         "the search's evaluations were made under 2 different training settings (2 under the "
-        "newest, 2 under earlier ones)" in summary
+        "newest, 2 under earlier ones); the estimates shift the earlier ones" in summary
     )
     assert "alphanas confirm" in summary
+    # Back to the first settings: they are the newest now.
+    add_trial(study, "0001", 0.80, 10_000_000, fidelity="old")
+    assert "(3 under the newest, 2 under earlier ones)" in summarize(study, storage)

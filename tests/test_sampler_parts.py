@@ -136,6 +136,69 @@ def test_fit_solves_the_weighted_ridge_at_its_variance_components() -> None:
     assert model.tau2 >= 0.05
 
 
+def test_fit_with_several_fidelities_adds_one_offset_per_earlier_fidelity() -> None:
+    rng = np.random.default_rng(2)
+    n = 4
+    codes = np.concatenate([np.arange(1, 16), np.arange(1, 16, 2)])  # odd masks under both
+    fidelity = np.array([0] * 15 + [1] * 8)
+    counts = np.ones(len(codes))
+    means = value_features(codes, n) @ rng.normal(size=2 * n) * 0.02 - 0.05 * fidelity
+    model = ValueModel.fit(n, codes, counts, means, np.zeros(len(codes)), fidelity)
+    assert model is not None
+    # The same weighted ridge, with a one-hot of the earlier fidelity at the bits' precision.
+    y = (means - means.mean()) / means.std()
+    x = np.concatenate([value_features(codes, n), fidelity[:, None].astype(float)], axis=1)
+    w = 1.0 / (model.tau2 + model.sigma2 / counts)
+    prior = np.diag([1e-4] + [1.0] * n + [4.0] * (n - 1) + [1.0])
+    expected = np.linalg.solve(x.T @ (x * w[:, None]) + prior, x.T @ (w * y))
+    np.testing.assert_allclose(model.beta, expected[:-1], rtol=1e-8, atol=1e-10)
+    assert model.offsets[0] == 0.0
+    assert model.offsets[1] == pytest.approx(expected[-1] * means.std())
+    assert model.offsets[1] == pytest.approx(-0.05, abs=0.01)
+    np.testing.assert_allclose(model.cov, np.linalg.inv(x.T @ (x * w[:, None]) + prior)[:-1, :-1])
+    # Masks count once each: 2 distinct masks in 4 rows are too few.
+    two = ValueModel.fit(n, np.array([1, 2, 1, 2]), np.ones(4), np.arange(4.0), np.zeros(4))
+    assert two is None
+    # One fidelity: no offsets, as without the argument.
+    plain = ValueModel.fit(n, codes[:15], counts[:15], means[:15], np.zeros(15))
+    same = ValueModel.fit(n, codes[:15], counts[:15], means[:15], np.zeros(15), fidelity[:15])
+    assert plain is not None and same is not None
+    np.testing.assert_array_equal(plain.beta, same.beta)
+    assert same.offsets.tolist() == [0.0]
+
+
+def test_model_data_and_estimates_with_several_fidelities() -> None:
+    evidence = Evidence()
+    evidence.add(3, 7, 0, 0, feasible=True, value=0.80, fidelity="short")
+    evidence.add(3, 7, 1, 1, feasible=True, value=0.82, fidelity="short")
+    evidence.add(3, 3, 2, 2, feasible=True, value=0.70, fidelity="short")
+    evidence.add(3, 1, 3, 3, feasible=False, value=0.40, fidelity="short")  # never feasible
+    evidence.add(3, 7, 4, 4, feasible=True, value=0.86, fidelity="long")
+    evidence.add(3, 6, 5, 5, feasible=True, value=0.84, fidelity="long")
+    assert evidence.fidelities(3) == ["long", "short"]  # the newest first
+    record = evidence.records(3)[7]
+    assert record.count == 3 and record.mean == pytest.approx((0.80 + 0.82 + 0.86) / 3)
+    assert record.groups["short"] == pytest.approx([2, 0.81, 0.0002])
+    assert record.shifted_mean({"short": -0.05, "long": 0.0}) == pytest.approx(
+        (2 * 0.86 + 0.86) / 3
+    )
+    codes, counts, means, ssd, fidelity = evidence.model_data(3)
+    rows = sorted(zip(codes.tolist(), fidelity.tolist(), counts, means, ssd))
+    # A row per mask and fidelity; the never-feasible mask once, at the reference, at the floor.
+    expected = [
+        (1, 0, 1, 0.70, 0.0),
+        (3, 1, 1, 0.70, 0.0),
+        (6, 0, 1, 0.84, 0.0),
+        (7, 0, 1, 0.86, 0.0),
+        (7, 1, 2, 0.81, 0.0002),
+    ]
+    assert [r[:3] for r in rows] == [e[:3] for e in expected]
+    np.testing.assert_allclose([r[3:] for r in rows], [e[3:] for e in expected], atol=1e-12)
+    # A later evaluation under the old settings makes them the newest.
+    evidence.add(3, 3, 6, 6, feasible=True, value=0.71, fidelity="short")
+    assert evidence.fidelities(3) == ["short", "long"]
+
+
 def test_fit_needs_three_masks_and_repeats_that_agree_mean_little_noise() -> None:
     assert ValueModel.fit(3, np.array([1, 2]), np.ones(2), np.zeros(2), np.zeros(2)) is None
     # Three masks with one mean (one feasible, two never feasible entered at its mean, say):
@@ -262,7 +325,8 @@ def test_model_data_enters_never_feasible_masks_once_at_the_lowest_feasible_mean
     evidence.add(3, 1, 5, 5, feasible=False, value=0.4)  # never feasible, measured twice
     evidence.add(3, 4, 6, 6, feasible=False, value=0.75)  # never feasible, above the floor
     evidence.add(3, 2, 7, 7, feasible=False, value=None)  # never feasible, nothing measured
-    codes, counts, means, ssd = evidence.model_data(3)
+    codes, counts, means, ssd, fidelity = evidence.model_data(3)
+    assert fidelity.tolist() == [0, 0, 0, 0]  # one fidelity (none named)
     rows = {int(c): (k, m, d) for c, k, m, d in zip(codes, counts, means, ssd)}
     assert set(rows) == {7, 3, 1, 4}
     assert rows[7] == pytest.approx((2, 0.85, 0.005))

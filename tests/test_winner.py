@@ -56,6 +56,36 @@ def test_a_lucky_single_draw_is_not_the_answer_but_best_trial_is() -> None:
     assert winner(study, pooled=False).mask == format_mask(lucky)
 
 
+def test_values_of_earlier_training_settings_are_put_on_the_newest_ones_scale() -> None:
+    """A study resumed with longer training: every value of the new settings is 0.04 higher.
+    Pooled as they are, a mask measured only under the new settings looks best; with an
+    offset per fidelity the answer is the mask that is best under either."""
+    masks = [tuple((code >> i) & 1 for i in range(N)) for code in range(1, 2**N)]
+    ranked = sorted(masks, key=lambda m: float(WEIGHTS @ m), reverse=True)
+    best = ranked[0]
+    # The best mask was measured under the old settings only, the next five under the new ones
+    # only; five more under both.
+    old = [best, *ranked[6:35]]
+    new = ranked[1:6] + ranked[30:45]
+
+    def run(named: bool) -> optuna.Study:
+        study = optuna.create_study(direction="maximize")
+        for mask in old:
+            _add(study, mask, float(WEIGHTS @ mask), **({"fidelity": "old"} if named else {}))
+        for mask in new:
+            value = float(WEIGHTS @ mask) + 0.04
+            _add(study, mask, value, **({"fidelity": "new"} if named else {}))
+        return study
+
+    pooled = winner(run(named=False))
+    assert pooled.mask != format_mask(best)  # a mask of the new settings' higher values
+    answer = winner(run(named=True))
+    assert answer.mask == format_mask(best)
+    # On the newest settings' scale: about the best mask's old value plus the 0.04.
+    assert answer.quality == pytest.approx(float(WEIGHTS @ best) + 0.04, abs=0.01)
+    assert answer.mean == pytest.approx(float(WEIGHTS @ best))  # its plain mean, unshifted
+
+
 def test_ties_go_to_the_mask_evaluated_first() -> None:
     """Equal estimates: the mask evaluated first is the answer, as the sampler's leader is (a
     stable order, whatever the number of masks)."""

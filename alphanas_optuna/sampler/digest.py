@@ -40,6 +40,9 @@ PENDING = (TrialState.RUNNING, TrialState.WAITING)
 CONFIRMATION_KEY = "alphanas:confirmation"
 # The user attribute of a trial whose result was copied from an earlier trial of the same mask.
 REUSED_ATTR = "reused_from"
+# The settings a trial's value was measured under (a string; AlphaNASObjective records a digest of
+# its training settings): values of several fidelities are put on the newest one's scale.
+FIDELITY_ATTR = "fidelity"
 # What a PRUNED trial may have recorded about its mask's value (AlphaNASObjective records both
 # for masks pruned for low accuracy): Q for a single-objective study, accuracy for two.
 VALUE_ATTRS = ("quality", "accuracy")
@@ -145,8 +148,16 @@ class StudyDigest:
         # A trial answered from an earlier trial's result (``reused_from``, as AlphaNASObjective
         # records it) measured nothing new: counting it would double that one draw's weight.
         if record is None or REUSED_ATTR not in trial.user_attrs:
+            fidelity = trial.user_attrs.get(FIDELITY_ATTR)
             record = self.evidence.add(
-                n, code, trial._trial_id, trial.number, feasible=feasible, value=value, extra=extra
+                n,
+                code,
+                trial._trial_id,
+                trial.number,
+                feasible=feasible,
+                value=value,
+                extra=extra,
+                fidelity=fidelity if isinstance(fidelity, str) else None,
             )
             model = self.feasibility.get(n)
             if model is None:

@@ -33,6 +33,8 @@ class MaskRecord:
         extra: The other objectives of the last feasible evaluation (two-objective studies:
             the parameter count, which does not vary between evaluations).
         representative: Trial id of the last feasible evaluation (what the elites cache stores).
+        groups: ``count``, ``mean`` and ``ssd`` of the values per fidelity (the settings an
+            evaluation was made under; see :meth:`Evidence.add`).
     """
 
     code: int
@@ -45,6 +47,7 @@ class MaskRecord:
     ssd: float = 0.0
     extra: tuple[float, ...] = ()
     representative: int | None = None
+    groups: dict[str | None, list[float]] = field(default_factory=dict)
 
     @property
     def n_evaluations(self) -> int:
@@ -55,12 +58,39 @@ class MaskRecord:
         """Whether the mask can be an elite or the answer: feasible at least as often as not."""
         return self.n_feasible > 0 and self.n_feasible >= self.n_infeasible
 
+    def shifted_mean(self, offsets: dict[str | None, float]) -> float:
+        """Mean of the values with each fidelity's offset taken off (the mean, with none)."""
+        if not offsets:
+            return self.mean
+        total = sum(k * (m - offsets.get(g, 0.0)) for g, (k, m, _) in self.groups.items())
+        return total / self.count
+
+
+def _welford(stats: list[float], value: float) -> None:
+    """Fold ``value`` into ``[count, mean, ssd]``."""
+    stats[0] += 1
+    delta = value - stats[1]
+    stats[1] += delta / stats[0]
+    stats[2] += delta * (value - stats[1])
+
 
 class Evidence:
-    """Per mask length, every evaluated mask's :class:`MaskRecord`."""
+    """Per mask length, every evaluated mask's :class:`MaskRecord`.
+
+    **Fidelities.** An evaluation may name the settings it was made under (``fidelity``: a
+    study resumed with more training steps, say, measures every mask higher than before). The
+    newest fidelity (that of the latest evaluation with a value) is the reference; with several,
+    :meth:`model_data` gives a row per mask and fidelity, the value model fits one offset per
+    earlier fidelity, and the estimates put every value on the reference's scale. With one
+    fidelity (or none named) everything is as if there were none.
+    """
 
     def __init__(self) -> None:
         self.by_length: dict[int, dict[int, MaskRecord]] = {}
+        # Per length: (number, fidelity) of the latest evaluation with a value, and every
+        # fidelity with a value, in the order they first appeared.
+        self._latest: dict[int, tuple[int, str | None]] = {}
+        self._fidelities: dict[int, dict[str | None, None]] = {}
 
     def add(
         self,
@@ -72,9 +102,11 @@ class Evidence:
         feasible: bool,
         value: float | None,
         extra: tuple[float, ...] = (),
+        fidelity: str | None = None,
     ) -> MaskRecord:
         """Fold one evaluation in. ``value`` is "higher is better"; None or non-finite when the
-        evaluation measured nothing usable."""
+        evaluation measured nothing usable. ``fidelity`` names the settings it was made under
+        (None: unnamed, one fidelity of its own)."""
         records = self.by_length.setdefault(n, {})
         record = records.get(code)
         if record is None:
@@ -92,13 +124,30 @@ class Evidence:
             delta = value - record.mean
             record.mean += delta / record.count
             record.ssd += delta * (value - record.mean)
+            _welford(record.groups.setdefault(fidelity, [0, 0.0, 0.0]), value)
+            self._fidelities.setdefault(n, {})[fidelity] = None
+            if number >= self._latest.get(n, (-1, None))[0]:
+                self._latest[n] = (number, fidelity)
         return record
 
     def records(self, n: int) -> dict[int, MaskRecord]:
         return self.by_length.get(n, {})
 
-    def model_data(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(codes, counts, means, ssd) of masks of length ``n``: the value model's data.
+    def fidelities(self, n: int) -> list[str | None]:
+        """The fidelities of the values of masks of length ``n``, the reference (newest) first,
+        then the others in the order they first appear."""
+        seen = self._fidelities.get(n, {})
+        if not seen:
+            return []
+        newest = self._latest[n][1]
+        return [newest] + [g for g in seen if g != newest]
+
+    def model_data(
+        self, n: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(codes, counts, means, ssd, fidelity) of masks of length ``n``: the value model's
+        data, a row per mask (per mask and fidelity where there are several; ``fidelity`` is
+        the row's index in :meth:`fidelities`, 0 for the reference).
 
         Every mask feasible at least once enters with the values it recorded. A mask that
         recorded a value but was never feasible (one that collapses to the majority class, say)
@@ -113,13 +162,26 @@ class Evidence:
         records = [r for r in self.records(n).values() if r.count > 0]
         feasible = [r for r in records if r.n_feasible > 0]
         never = [r for r in records if r.n_feasible == 0] if feasible else []
-        floor = min((r.mean for r in feasible), default=0.0)
-        codes, counts, means, ssd = Evidence.arrays(feasible + never)
-        k = len(feasible)
+        fidelities = self.fidelities(n)
+        if len(fidelities) > 1:
+            index = {g: i for i, g in enumerate(fidelities)}
+            rows = [(r.code, *s, index[g]) for r in feasible for g, s in r.groups.items()]
+            # A censored mask enters at the reference: its value is a bound, not a measurement.
+            rows += [(r.code, r.count, r.mean, r.ssd, 0) for r in never]
+            columns = list(zip(*rows)) if rows else [[]] * 5
+            codes = np.array(columns[0], dtype=np.int64)
+            counts, means, ssd = (np.array(c, dtype=float) for c in columns[1:4])
+            group = np.array(columns[4], dtype=np.int64)
+            k = len(rows) - len(never)
+        else:
+            codes, counts, means, ssd = Evidence.arrays(feasible + never)
+            group = np.zeros(len(codes), dtype=np.int64)
+            k = len(feasible)
+        floor = float(means[:k].min()) if k else 0.0
         counts[k:] = 1.0
         means[k:] = np.maximum(means[k:], floor)
         ssd[k:] = 0.0
-        return codes, counts, means, ssd
+        return codes, counts, means, ssd, group
 
     @staticmethod
     def arrays(records: list[MaskRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -161,5 +223,9 @@ def estimate(evidence: Evidence, n: int, *, pooled: bool = True) -> Estimates:
     codes, counts, means, _ = Evidence.arrays(records)
     if model is None or not records:
         return Estimates(records, means, np.zeros(len(records)), model)
+    if len(model.offsets) > 1:
+        # On the reference fidelity's scale: each value less its fidelity's offset.
+        offsets = dict(zip(evidence.fidelities(n), model.offsets.tolist()))
+        means = np.array([r.shifted_mean(offsets) for r in records])
     post_mean, post_sd = model.posterior(codes, counts, means)
     return Estimates(records, post_mean, post_sd, model)

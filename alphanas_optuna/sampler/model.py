@@ -27,6 +27,15 @@ The data are each mask's evaluations with a value; a mask never feasible enters 
 lowest mean of the feasible ones, or its own if higher (censored evidence; see
 :meth:`alphanas_optuna.sampler.evidence.Evidence.model_data`).
 
+**Fidelities.** Evaluations made under other settings (a study resumed with more training
+steps) measure every mask higher or lower. With rows from several fidelities, each fidelity but
+the reference (index 0) gets an offset ``gamma_f``, a coefficient with the bits' prior, fitted
+with ``beta``: ``y_mfj = x_m . beta + gamma_f + delta_m + eps_mfj``. Predictions and posteriors
+are on the reference's scale (the caller takes each value's offset off first). An offset is a
+shift common to every mask; settings that reorder masks are beyond it. (A mask measured under
+two fidelities counts as two rows with their own ``delta``, and the offsets' uncertainty is left
+out of the posterior: both approximations, of little weight where most masks have one row.)
+
 **Feasibility** (:class:`FeasibilityModel`). A Bayesian logistic regression of "this evaluation
 was feasible" on the bits and a one-hot of the number of kept layers (pruning follows mostly
 from depth, or from dropping a layer the model cannot do without), fitted to each distinct
@@ -35,7 +44,7 @@ mask's counts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -141,6 +150,7 @@ class ValueModel:
         tau2: Variance of the masks' deviations from the linear part (standardised units).
         y_mean: Mean of the masks' means (original units).
         y_scale: Standard deviation of the masks' means (original units; positive).
+        offsets: Each fidelity's offset (original units; the reference's, first, is 0).
     """
 
     n: int
@@ -150,6 +160,7 @@ class ValueModel:
     tau2: float
     y_mean: float
     y_scale: float
+    offsets: np.ndarray = field(default_factory=lambda: np.zeros(1))
 
     @classmethod
     def fit(
@@ -159,16 +170,18 @@ class ValueModel:
         counts: np.ndarray,
         means: np.ndarray,
         ssd: np.ndarray,
+        fidelity: np.ndarray | None = None,
         *,
         iterations: int = 4,
     ) -> ValueModel | None:
         """Fit to distinct masks ``codes`` with ``counts`` evaluations, mean ``means`` and sum of
-        squared deviations ``ssd`` each; None with fewer than :data:`MIN_MASKS` masks, or when
-        their means are all equal (nothing sets the scale of the values, and the noise prior is
-        in units of it: one feasible mask and two never-feasible ones entered at its mean, say).
+        squared deviations ``ssd`` each (rows per mask and ``fidelity`` index, 0 the reference,
+        when given); None with fewer than :data:`MIN_MASKS` masks, or when their means are all
+        equal (nothing sets the scale of the values, and the noise prior is in units of it: one
+        feasible mask and two never-feasible ones entered at its mean, say).
         """
         codes = np.asarray(codes, dtype=np.int64)
-        if len(codes) < MIN_MASKS:
+        if len(np.unique(codes)) < MIN_MASKS:
             return None
         counts = np.asarray(counts, dtype=float)
         means = np.asarray(means, dtype=float)
@@ -182,13 +195,21 @@ class ValueModel:
         prior = np.full(x.shape[1], PRIOR_PRECISION)
         prior[n + 1 :] = PAIR_PRIOR_PRECISION
         prior[0] = INTERCEPT_PRECISION
+        n_fidelities = 1 if fidelity is None or not len(codes) else int(np.max(fidelity)) + 1
+        if n_fidelities > 1:
+            # One offset per fidelity but the reference, with the bits' prior.
+            onehot = np.eye(n_fidelities)[np.asarray(fidelity, dtype=np.int64)][:, 1:]
+            x = np.concatenate([x, onehot], axis=1)
+            prior = np.concatenate([prior, np.full(n_fidelities - 1, PRIOR_PRECISION)])
         sigma2 = noise_variance(counts, ssd, NOISE_PRIOR_VARIANCE, NOISE_PRIOR_DOF)
         tau2 = 1.0
         for _ in range(iterations):
             beta, cov, dof = _weighted_ridge(x, y, tau2 + sigma2 / counts, prior)
             tau2 = _tau2(y - x @ beta, counts, sigma2, dof)
         beta, cov, _ = _weighted_ridge(x, y, tau2 + sigma2 / counts, prior)
-        return cls(n, beta, cov, sigma2, tau2, y_mean, y_scale)
+        d = 2 * n
+        offsets = np.concatenate([[0.0], beta[d:] * y_scale])
+        return cls(n, beta[:d], cov[:d, :d], sigma2, tau2, y_mean, y_scale, offsets)
 
     @property
     def noise_variance(self) -> float:

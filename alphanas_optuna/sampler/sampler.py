@@ -102,8 +102,11 @@ class AlphaNASSampler(BaseGASampler):
     once borrows strength from similar masks, one measured several times keeps its own mean, and
     noise-free evaluations are taken as they are. Once three repeats have reproduced their values
     exactly (and none differed), the objective is taken as deterministic: noise 0, so no further
-    re-evaluations. :func:`alphanas_optuna.winner` names the study's answer with the same
-    estimates.
+    re-evaluations. Trials that name the settings they were measured under (user attribute
+    ``fidelity``, a string, as :class:`~alphanas_optuna.AlphaNASObjective` records it) and differ
+    in them (a study resumed with longer training, say) are put on the newest settings' scale by
+    one fitted offset per earlier fidelity. :func:`alphanas_optuna.winner` names the study's
+    answer with the same estimates.
 
     **Re-evaluation** (``surrogate=True``, ``reevaluation_share > 0``). From generation 1 on,
     the sampler may measure an evaluated mask again instead of a new one, in at most
