@@ -169,6 +169,18 @@ def estimates_of(
     return masks, [float(m) for m in est.means]
 
 
+def reference_fidelity(study: optuna.Study, prefix: str = DEFAULT_PREFIX) -> str | None:
+    """The training fidelity (trial user attribute ``fidelity``) whose scale the estimates are
+    on: the newest named one of a feasible evaluation (see
+    :class:`~alphanas_optuna.sampler.evidence.Evidence`); None when no trial names one."""
+    try:
+        digest, n = _read(study, prefix)
+    except NoWinnerError:
+        return None
+    fidelities = digest.evidence.fidelities(n)
+    return fidelities[0] if fidelities else None
+
+
 def _confirmed(study: optuna.Study) -> list[Winner]:
     """The study's ``alphanas confirm`` runs at their newest fidelity (read by
     :func:`alphanas_optuna.confirm.confirmed`), one Winner per mask."""

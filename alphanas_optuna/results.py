@@ -156,28 +156,17 @@ def mixed_fidelity_note(study: optuna.Study) -> str | None:
     counts = fidelity_counts(study)
     if len(counts) < 2:
         return None
-    newest = _newest_fidelity(study)
-    earlier = sum(counts.values()) - counts[newest]
+    from alphanas_optuna.answer import reference_fidelity
+
+    newest = reference_fidelity(study)
+    earlier = sum(counts.values()) - counts.get(newest, 0)
     return (
         f"Note: the search's evaluations were made under {len(counts)} different training "
-        f"settings ({counts[newest]} under the newest, {earlier} under earlier ones); the "
-        "estimates shift the earlier ones onto the newest settings' scale, which assumes the "
-        "settings moved every mask alike. Run `alphanas confirm` to measure the candidates "
-        "again under one setting."
+        f"settings ({counts.get(newest, 0)} under the newest, {earlier} under earlier ones); "
+        "the estimates shift the earlier ones onto the newest settings' scale (once the value "
+        "model is fitted), which assumes the settings moved every mask alike. Run `alphanas "
+        "confirm` to measure the candidates again under one setting."
     )
-
-
-def _newest_fidelity(study: optuna.Study) -> str | None:
-    """The fidelity of the search's latest evaluated trial that recorded one."""
-    from alphanas_optuna.sampler.digest import CONFIRMATION_KEY
-
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    for t in sorted(trials, key=lambda t: t.number, reverse=True):
-        record = TrialRecord.read(t)
-        if record is not None and record.fidelity is not None:
-            if CONFIRMATION_KEY not in t.system_attrs:
-                return record.fidelity
-    return None
 
 
 def study_answer(study: optuna.Study, fitness: FitnessConfig | None = None) -> Winner:

@@ -175,28 +175,64 @@ def test_model_data_and_estimates_with_several_fidelities() -> None:
     evidence.add(3, 1, 3, 3, feasible=False, value=0.40, fidelity="short")  # never feasible
     evidence.add(3, 7, 4, 4, feasible=True, value=0.86, fidelity="long")
     evidence.add(3, 6, 5, 5, feasible=True, value=0.84, fidelity="long")
+    evidence.add(3, 2, 6, 6, feasible=False, value=0.50, fidelity="long")  # never feasible
+    evidence.add(3, 5, 8, 8, feasible=True, value=0.90)  # names no fidelity: the reference's
+    evidence.add(3, 5, 7, 7, feasible=True, value=0.88, fidelity="long")  # finished later
     assert evidence.fidelities(3) == ["long", "short"]  # the newest first
     record = evidence.records(3)[7]
     assert record.count == 3 and record.mean == pytest.approx((0.80 + 0.82 + 0.86) / 3)
     assert record.groups["short"] == pytest.approx([2, 0.81, 0.0002])
-    assert record.shifted_mean({"short": -0.05, "long": 0.0}) == pytest.approx(
-        (2 * 0.86 + 0.86) / 3
-    )
+    assert record.shifted_mean({"short": -0.05, "long": 0.0}) == pytest.approx(0.86)
+    assert record.shares(["short"]).tolist() == pytest.approx([2 / 3])
+    assert evidence.records(3)[5].last_fidelity is None  # trial 8, though folded first
     codes, counts, means, ssd, fidelity = evidence.model_data(3)
-    rows = sorted(zip(codes.tolist(), fidelity.tolist(), counts, means, ssd))
-    # A row per mask and fidelity; the never-feasible mask once, at the reference, at the floor.
+    rows = sorted(zip(codes.tolist(), fidelity.tolist(), counts.tolist(), means, ssd))
+    # A row per mask and fidelity (unnamed values merged into the reference's); a censored mask
+    # once, under its latest value's fidelity, at that fidelity's lowest feasible mean.
     expected = [
-        (1, 0, 1, 0.70, 0.0),
+        (1, 1, 1, 0.70, 0.0),
+        (2, 0, 1, 0.84, 0.0),
         (3, 1, 1, 0.70, 0.0),
+        (5, 0, 2, 0.89, 0.0002),
         (6, 0, 1, 0.84, 0.0),
         (7, 0, 1, 0.86, 0.0),
         (7, 1, 2, 0.81, 0.0002),
     ]
     assert [r[:3] for r in rows] == [e[:3] for e in expected]
     np.testing.assert_allclose([r[3:] for r in rows], [e[3:] for e in expected], atol=1e-12)
-    # A later evaluation under the old settings makes them the newest.
-    evidence.add(3, 3, 6, 6, feasible=True, value=0.71, fidelity="short")
-    assert evidence.fidelities(3) == ["short", "long"]
+    # The estimates take each value's offset off, and carry the offset's uncertainty.
+    estimates = estimate(evidence, 3)
+    model = estimates.model
+    assert model is not None and len(model.offsets) == 2 and model.offsets_cov is not None
+    by_code = {r.code: i for i, r in enumerate(estimates.records)}
+    offsets = {"long": 0.0, "short": float(model.offsets[1])}
+    plain = model.posterior(np.array([3]), np.array([1.0]), np.array([0.70 - offsets["short"]]))
+    assert estimates.means[by_code[3]] == pytest.approx(plain[0][0])
+    assert estimates.sds[by_code[3]] > plain[1][0]  # measured only under the old settings
+    # Only censored values under the newest fidelity: the reference is the latest feasible one.
+    evidence.add(3, 4, 9, 9, feasible=False, value=0.30, fidelity="longer")
+    assert evidence.fidelities(3) == ["long", "short", "longer"]
+    # A later feasible evaluation under the old settings makes them the reference.
+    evidence.add(3, 3, 10, 10, feasible=True, value=0.71, fidelity="short")
+    assert evidence.fidelities(3) == ["short", "long", "longer"]
+
+
+def test_one_named_fidelity_or_unnamed_trials_beside_it_change_nothing() -> None:
+    rng = np.random.default_rng(5)
+    codes = rng.integers(1, 64, 40)
+    values = rng.normal(0.8, 0.02, 40)
+
+    def estimates(names: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+        evidence = Evidence()
+        for k, (code, value, name) in enumerate(zip(codes, values, names)):
+            evidence.add(6, int(code), k, k, feasible=True, value=float(value), fidelity=name)
+        result = estimate(evidence, 6)
+        return result.means, result.sds
+
+    unnamed = estimates([None] * 40)
+    for names in (["a"] * 40, [None] * 10 + ["a"] * 30, ["a"] * 30 + [None] * 10):
+        np.testing.assert_array_equal(estimates(names)[0], unnamed[0])
+        np.testing.assert_array_equal(estimates(names)[1], unnamed[1])
 
 
 def test_fit_needs_three_masks_and_repeats_that_agree_mean_little_noise() -> None:

@@ -35,6 +35,7 @@ class MaskRecord:
         representative: Trial id of the last feasible evaluation (what the elites cache stores).
         groups: ``count``, ``mean`` and ``ssd`` of the values per fidelity (the settings an
             evaluation was made under; see :meth:`Evidence.add`).
+        last_fidelity: The fidelity of the latest value (by trial number ``last_number``).
     """
 
     code: int
@@ -48,6 +49,8 @@ class MaskRecord:
     extra: tuple[float, ...] = ()
     representative: int | None = None
     groups: dict[str | None, list[float]] = field(default_factory=dict)
+    last_fidelity: str | None = None
+    last_number: int = -1
 
     @property
     def n_evaluations(self) -> int:
@@ -59,11 +62,27 @@ class MaskRecord:
         return self.n_feasible > 0 and self.n_feasible >= self.n_infeasible
 
     def shifted_mean(self, offsets: dict[str | None, float]) -> float:
-        """Mean of the values with each fidelity's offset taken off (the mean, with none)."""
+        """Mean of the values with each fidelity's offset taken off (the mean, with none;
+        a fidelity without an offset, unnamed ones among them, has none)."""
         if not offsets:
             return self.mean
         total = sum(k * (m - offsets.get(g, 0.0)) for g, (k, m, _) in self.groups.items())
         return total / self.count
+
+    def shares(self, fidelities: list[str | None]) -> np.ndarray:
+        """The share of this mask's values measured under each of ``fidelities``."""
+        return np.array([self.groups.get(g, (0,))[0] / self.count for g in fidelities])
+
+
+def _merge(stats: list[float], other: list[float]) -> None:
+    """Fold the values summarised by ``other`` into ``stats`` (both ``[count, mean, ssd]``)."""
+    k1, m1, s1 = stats
+    k2, m2, s2 = other
+    k = k1 + k2
+    if k1 == 0:
+        stats[:] = [k2, m2, s2]
+    else:
+        stats[:] = [k, (k1 * m1 + k2 * m2) / k, s1 + s2 + k1 * k2 / k * (m1 - m2) ** 2]
 
 
 def _welford(stats: list[float], value: float) -> None:
@@ -79,18 +98,22 @@ class Evidence:
 
     **Fidelities.** An evaluation may name the settings it was made under (``fidelity``: a
     study resumed with more training steps, say, measures every mask higher than before). The
-    newest fidelity (that of the latest evaluation with a value) is the reference; with several,
-    :meth:`model_data` gives a row per mask and fidelity, the value model fits one offset per
-    earlier fidelity, and the estimates put every value on the reference's scale. With one
-    fidelity (or none named) everything is as if there were none.
+    newest named fidelity (that of the latest feasible evaluation with a value) is the
+    reference; with several, :meth:`model_data` gives a row per mask and fidelity, the value
+    model fits one offset per earlier fidelity, and the estimates put every value on the
+    reference's scale. Evaluations that name none (trials added by hand, or by an objective
+    that does not record it) count as the reference's. With one named fidelity, or none,
+    everything is as if there were none.
     """
 
     def __init__(self) -> None:
         self.by_length: dict[int, dict[int, MaskRecord]] = {}
-        # Per length: (number, fidelity) of the latest evaluation with a value, and every
-        # fidelity with a value, in the order they first appeared.
-        self._latest: dict[int, tuple[int, str | None]] = {}
-        self._fidelities: dict[int, dict[str | None, None]] = {}
+        # Per length: every named fidelity with a value, in the order they first appeared, and
+        # (number, fidelity) of the latest feasible evaluation with a value and a named
+        # fidelity, and of the latest with any value and a named fidelity.
+        self._fidelities: dict[int, dict[str, None]] = {}
+        self._latest_feasible: dict[int, tuple[int, str]] = {}
+        self._latest: dict[int, tuple[int, str]] = {}
 
     def add(
         self,
@@ -125,21 +148,26 @@ class Evidence:
             record.mean += delta / record.count
             record.ssd += delta * (value - record.mean)
             _welford(record.groups.setdefault(fidelity, [0, 0.0, 0.0]), value)
-            self._fidelities.setdefault(n, {})[fidelity] = None
-            if number >= self._latest.get(n, (-1, None))[0]:
-                self._latest[n] = (number, fidelity)
+            if number >= record.last_number:
+                record.last_number, record.last_fidelity = number, fidelity
+            if fidelity is not None:
+                self._fidelities.setdefault(n, {})[fidelity] = None
+                for latest, counts in ((self._latest, True), (self._latest_feasible, feasible)):
+                    if counts and number >= latest.get(n, (-1, ""))[0]:
+                        latest[n] = (number, fidelity)
         return record
 
     def records(self, n: int) -> dict[int, MaskRecord]:
         return self.by_length.get(n, {})
 
     def fidelities(self, n: int) -> list[str | None]:
-        """The fidelities of the values of masks of length ``n``, the reference (newest) first,
-        then the others in the order they first appear."""
-        seen = self._fidelities.get(n, {})
+        """The named fidelities of the values of masks of length ``n``, the reference first
+        (see the class docstring), then the others in the order they first appeared; ``[None]``
+        when none is named."""
+        seen = self._fidelities.get(n)
         if not seen:
-            return []
-        newest = self._latest[n][1]
+            return [None] if self.records(n) else []
+        newest = self._latest_feasible.get(n, self._latest[n])[1]
         return [newest] + [g for g in seen if g != newest]
 
     def model_data(
@@ -163,25 +191,38 @@ class Evidence:
         feasible = [r for r in records if r.n_feasible > 0]
         never = [r for r in records if r.n_feasible == 0] if feasible else []
         fidelities = self.fidelities(n)
-        if len(fidelities) > 1:
-            index = {g: i for i, g in enumerate(fidelities)}
-            rows = [(r.code, *s, index[g]) for r in feasible for g, s in r.groups.items()]
-            # A censored mask enters at the reference: its value is a bound, not a measurement.
-            rows += [(r.code, r.count, r.mean, r.ssd, 0) for r in never]
-            columns = list(zip(*rows)) if rows else [[]] * 5
-            codes = np.array(columns[0], dtype=np.int64)
-            counts, means, ssd = (np.array(c, dtype=float) for c in columns[1:4])
-            group = np.array(columns[4], dtype=np.int64)
-            k = len(rows) - len(never)
-        else:
+        if len(fidelities) <= 1:
             codes, counts, means, ssd = Evidence.arrays(feasible + never)
-            group = np.zeros(len(codes), dtype=np.int64)
             k = len(feasible)
-        floor = float(means[:k].min()) if k else 0.0
-        counts[k:] = 1.0
-        means[k:] = np.maximum(means[k:], floor)
-        ssd[k:] = 0.0
-        return codes, counts, means, ssd, group
+            counts[k:] = 1.0
+            means[k:] = np.maximum(means[k:], min((r.mean for r in feasible), default=0.0))
+            ssd[k:] = 0.0
+            return codes, counts, means, ssd, np.zeros(len(codes), dtype=np.int64)
+        index = {g: i for i, g in enumerate(fidelities)}  # unnamed: the reference's (0)
+        rows = []
+        for r in feasible:
+            merged: dict[int, list[float]] = {}
+            for g, stats in r.groups.items():
+                _merge(merged.setdefault(index.get(g, 0), [0, 0.0, 0.0]), stats)
+            rows += [(r.code, *stats, i) for i, stats in sorted(merged.items())]
+        # A censored mask enters once, under the fidelity of its latest value, at the lowest
+        # feasible mean of that fidelity (or the reference's, where that fidelity has none).
+        floors: dict[int, float] = {}
+        for _, _, mean, _, i in rows:
+            floors[i] = min(mean, floors.get(i, math.inf))
+        for r in never:
+            i = index.get(r.last_fidelity, 0)
+            i = i if i in floors else min(floors)
+            rows.append((r.code, 1, max(r.groups[r.last_fidelity][1], floors[i]), 0.0, i))
+        columns = list(zip(*rows))
+        counts, means, ssd = (np.array(c, dtype=float) for c in columns[1:4])
+        return (
+            np.array(columns[0], dtype=np.int64),
+            counts,
+            means,
+            ssd,
+            np.array(columns[4], dtype=np.int64),
+        )
 
     @staticmethod
     def arrays(records: list[MaskRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -224,8 +265,13 @@ def estimate(evidence: Evidence, n: int, *, pooled: bool = True) -> Estimates:
     if model is None or not records:
         return Estimates(records, means, np.zeros(len(records)), model)
     if len(model.offsets) > 1:
-        # On the reference fidelity's scale: each value less its fidelity's offset.
-        offsets = dict(zip(evidence.fidelities(n), model.offsets.tolist()))
+        # On the reference fidelity's scale: each value less its fidelity's offset, whose
+        # uncertainty adds to the estimate's in proportion to the values it shifts.
+        fidelities = evidence.fidelities(n)[: len(model.offsets)]
+        offsets = dict(zip(fidelities, model.offsets.tolist()))
         means = np.array([r.shifted_mean(offsets) for r in records])
-    post_mean, post_sd = model.posterior(codes, counts, means)
+        shares = np.array([r.shares(fidelities[1:]) for r in records])
+        post_mean, post_sd = model.posterior(codes, counts, means, shares)
+    else:
+        post_mean, post_sd = model.posterior(codes, counts, means)
     return Estimates(records, post_mean, post_sd, model)

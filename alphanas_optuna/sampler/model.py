@@ -151,6 +151,8 @@ class ValueModel:
         y_mean: Mean of the masks' means (original units).
         y_scale: Standard deviation of the masks' means (original units; positive).
         offsets: Each fidelity's offset (original units; the reference's, first, is 0).
+        offsets_cov: Posterior covariance of ``beta`` and the offsets but the reference's
+            (standardised units), or None with one fidelity.
     """
 
     n: int
@@ -161,6 +163,7 @@ class ValueModel:
     y_mean: float
     y_scale: float
     offsets: np.ndarray = field(default_factory=lambda: np.zeros(1))
+    offsets_cov: np.ndarray | None = None
 
     @classmethod
     def fit(
@@ -209,7 +212,8 @@ class ValueModel:
         beta, cov, _ = _weighted_ridge(x, y, tau2 + sigma2 / counts, prior)
         d = 2 * n
         offsets = np.concatenate([[0.0], beta[d:] * y_scale])
-        return cls(n, beta[:d], cov[:d, :d], sigma2, tau2, y_mean, y_scale, offsets)
+        full = cov if n_fidelities > 1 else None
+        return cls(n, beta[:d], cov[:d, :d], sigma2, tau2, y_mean, y_scale, offsets, full)
 
     @property
     def noise_variance(self) -> float:
@@ -217,17 +221,29 @@ class ValueModel:
         return self.sigma2 * self.y_scale**2
 
     def posterior(
-        self, codes: np.ndarray, counts: np.ndarray, means: np.ndarray
+        self,
+        codes: np.ndarray,
+        counts: np.ndarray,
+        means: np.ndarray,
+        shares: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation (original units) of the value of evaluated
-        masks with ``counts`` evaluations and mean ``means`` each."""
+        masks with ``counts`` evaluations and mean ``means`` each (on the reference fidelity's
+        scale; ``shares``: with several fidelities, each mask's share of values under each
+        fidelity but the reference, whose offsets' uncertainty the mean carries)."""
         x = value_features(codes, self.n)
         pred = x @ self.beta
         counts = np.asarray(counts, dtype=float)
         y = (np.asarray(means, dtype=float) - self.y_mean) / self.y_scale
         rho = self.tau2 / (self.tau2 + self.sigma2 / counts)
         mean = pred + rho * (y - pred)
-        var = self.tau2 * (1.0 - rho) + (1.0 - rho) ** 2 * _quadratic_forms(x, self.cov)
+        if shares is None or self.offsets_cov is None:
+            spread = (1.0 - rho) ** 2 * _quadratic_forms(x, self.cov)
+        else:
+            # mean = (1 - rho) x.beta + rho (ybar - shares.gamma): both coefficient blocks.
+            v = np.concatenate([(1.0 - rho)[:, None] * x, -rho[:, None] * shares], axis=1)
+            spread = _quadratic_forms(v, self.offsets_cov)
+        var = self.tau2 * (1.0 - rho) + spread
         return mean * self.y_scale + self.y_mean, np.sqrt(np.maximum(var, 0.0)) * self.y_scale
 
     def predict(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -105,8 +105,9 @@ class AlphaNASSampler(BaseGASampler):
     re-evaluations. Trials that name the settings they were measured under (user attribute
     ``fidelity``, a string, as :class:`~alphanas_optuna.AlphaNASObjective` records it) and differ
     in them (a study resumed with longer training, say) are put on the newest settings' scale by
-    one fitted offset per earlier fidelity. :func:`alphanas_optuna.winner` names the study's
-    answer with the same estimates.
+    one offset per earlier fidelity, fitted with the value model (without it, as with
+    ``surrogate=False``, values are pooled as they are); trials that name none count as the
+    newest's. :func:`alphanas_optuna.winner` names the study's answer with the same estimates.
 
     **Re-evaluation** (``surrogate=True``, ``reevaluation_share > 0``). From generation 1 on,
     the sampler may measure an evaluated mask again instead of a new one, in at most
