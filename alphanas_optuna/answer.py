@@ -28,7 +28,7 @@ from alphanas_optuna.sampler.evidence import Estimates, MaskRecord, estimate
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["NoWinnerError", "Winner", "estimates_of", "winner", "winners"]
+__all__ = ["NoWinnerError", "Winner", "estimates_of", "reference_fidelity", "winner", "winners"]
 
 _GENERATION_KEY = "AlphaNASSampler:generation"
 # Where `alphanas search` records the study file's settings (study user attribute).
