@@ -152,8 +152,8 @@ class Evidence:
                 record.last_number, record.last_fidelity = number, fidelity
             if fidelity is not None:
                 self._fidelities.setdefault(n, {})[fidelity] = None
-                for latest, counts in ((self._latest, True), (self._latest_feasible, feasible)):
-                    if counts and number >= latest.get(n, (-1, ""))[0]:
+                for latest, applies in ((self._latest, True), (self._latest_feasible, feasible)):
+                    if applies and number >= latest.get(n, (-1, ""))[0]:
                         latest[n] = (number, fidelity)
         return record
 
