@@ -31,10 +31,11 @@ lowest mean of the feasible ones, or its own if higher (censored evidence; see
 steps) measure every mask higher or lower. With rows from several fidelities, each fidelity but
 the reference (index 0) gets an offset ``gamma_f``, a coefficient with the bits' prior, fitted
 with ``beta``: ``y_mfj = x_m . beta + gamma_f + delta_m + eps_mfj``. Predictions and posteriors
-are on the reference's scale (the caller takes each value's offset off first). An offset is a
+are on the reference's scale (the caller takes each value's offset off first), and a mask's
+posterior carries the uncertainty of the offsets its values were shifted by. An offset is a
 shift common to every mask; settings that reorder masks are beyond it. (A mask measured under
-two fidelities counts as two rows with their own ``delta``, and the offsets' uncertainty is left
-out of the posterior: both approximations, of little weight where most masks have one row.)
+two fidelities counts as two rows with their own ``delta``: an approximation, of little weight
+where most masks have one row.)
 
 **Feasibility** (:class:`FeasibilityModel`). A Bayesian logistic regression of "this evaluation
 was feasible" on the bits and a one-hot of the number of kept layers (pruning follows mostly
