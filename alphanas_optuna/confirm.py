@@ -109,16 +109,12 @@ def confirm_training_config(config: StudyConfig, seed: int) -> TrainingConfig:
 def fidelity(config: StudyConfig) -> str:
     """What a confirmation run's accuracy depends on, as a short digest."""
     settings = confirm_training_config(config, 0)
-    training = dataclasses.asdict(settings)
-    if settings.distill is None:
-        del training["distill"]  # confirmations from before distillation keep their fidelity
-    else:
-        training["distill"] = settings.distill.settings()
-        if settings.distill.teacher is None:
-            # The full model fine-tuned at this seed teaches every run: another seed, another
-            # teacher, results not to be pooled. A given teacher is named by its content in
-            # ``settings()``; the seed then only draws the head, as without distillation.
-            training["teacher_seed"] = config.confirm.seed
+    training = settings.settings()
+    if settings.distill is not None and settings.distill.teacher is None:
+        # The full model fine-tuned at this seed teaches every run: another seed, another
+        # teacher, results not to be pooled. A given teacher is named by its content in
+        # ``settings()``; the seed then only draws the head, as without distillation.
+        training["teacher_seed"] = config.confirm.seed
     payload = {
         "model": config.model.name,
         "data": {k: v for k, v in config.to_dict()["data"].items() if k != "source"},

@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -210,13 +210,8 @@ class AlphaNASObjective:
     def fidelity(self) -> str:
         """Identifies the settings a trial's accuracy depends on; reuse needs them equal. It is
         computed when asked, so a changed ``training`` (a public attribute) is another fidelity."""
-        training = asdict(self.training)
-        if self.training.distill is None:
-            del training["distill"]  # so that studies from before distillation keep their fidelity
-        else:
-            training["distill"] = self.training.distill.settings()
         payload = {
-            "training": training,
+            "training": self.training.settings(),
             "train": _split_digest(self.train),
             "validation": _split_digest(self.validation),
             "model": getattr(self.model.config, "_name_or_path", ""),

@@ -10,6 +10,7 @@ raising).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -132,6 +133,18 @@ class TrainingConfig:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"{name} must be {allowed[name]}, got {getattr(self, name)!r}")
+
+    def settings(self) -> dict[str, Any]:
+        """The fields as a dict for digests of what results depend on (trial and confirmation
+        fidelities): ``distill`` left out when unset, so that digests from before distillation
+        existed are unchanged, else as :meth:`~alphanas_optuna.distill.DistillConfig.settings`
+        gives it (a given teacher's identity included)."""
+        out = dataclasses.asdict(self)
+        if self.distill is None:
+            del out["distill"]
+        else:
+            out["distill"] = self.distill.settings()
+        return out
 
     def total_steps(self, batches_per_epoch: int) -> int:
         """Optimizer steps for a training set of ``batches_per_epoch`` batches."""
