@@ -97,9 +97,13 @@ def _setup(data: str | None, splits: tuple[str, ...]):
     return config, training, task, get_accelerator(config.training.mixed_precision)
 
 
-def _student(config: StudyConfig, task, mask: str, cfg, accelerator) -> tuple:
+def _student(
+    config: StudyConfig, task, mask: str, cfg, accelerator, *, out, writer, row: list, label: str
+) -> None:
     """Fine-tune ``mask`` with ``cfg`` (the default teacher at seed TEACHER_SEED when ``cfg``
-    distils), test it: ``(FineTuneResult, TestResult)``."""
+    distils) and test it; append ``row`` + its test accuracy and seconds to the CSV (``writer``
+    on the open file ``out``, flushed, so that a stopped run keeps what it measured) and print
+    ``label`` with the figures."""
     from alphanas_optuna.final import evaluate_test, final_fine_tune
 
     model, result = final_fine_tune(
@@ -120,7 +124,13 @@ def _student(config: StudyConfig, task, mask: str, cfg, accelerator) -> tuple:
         pad_token_id=task.pad_token_id,
         batch_size=config.training.eval_batch_size,
     )
-    return result, test
+    writer.writerow([*row, f"{test.accuracy:.5f}", f"{result.seconds:.1f}"])
+    out.flush()
+    print(
+        f"{label}: test {test.accuracy:.4f} "
+        f"(validation {result.accuracy:.4f}, {result.seconds:.0f} s)",
+        flush=True,
+    )
 
 
 def phase_run(data: str | None, depths: list[int], seeds: list[int]) -> None:
@@ -165,15 +175,16 @@ def phase_run(data: str | None, depths: list[int], seeds: list[int]) -> None:
             writer.writerow(FIELDS)
         for k, mask, seed, distill in todo:
             cfg = dataclasses.replace(training, seed=seed, distill=DISTILL if distill else None)
-            result, test = _student(config, task, mask, cfg, accelerator)
-            writer.writerow(
-                [k, mask, seed, distill, f"{test.accuracy:.5f}", f"{result.seconds:.1f}"]
-            )
-            f.flush()
-            print(
-                f"k={k} {mask} seed {seed} distill {distill}: test {test.accuracy:.4f} "
-                f"(validation {result.accuracy:.4f}, {result.seconds:.0f} s)",
-                flush=True,
+            _student(
+                config,
+                task,
+                mask,
+                cfg,
+                accelerator,
+                out=f,
+                writer=writer,
+                row=[k, mask, seed, distill],
+                label=f"k={k} {mask} seed {seed} distill {distill}",
             )
 
 
@@ -334,15 +345,16 @@ def phase_given(data: str | None, k: int, seeds: list[int], teacher_reviews: int
                 if (mask, seed, label) in done:
                     continue
                 cfg = dataclasses.replace(training, seed=seed, distill=distill)
-                result, test = _student(config, task, mask, cfg, accelerator)
-                writer.writerow(
-                    [k, mask, seed, label, f"{test.accuracy:.5f}", f"{result.seconds:.1f}"]
-                )
-                f.flush()
-                print(
-                    f"{mask} seed {seed} teacher {label}: test {test.accuracy:.4f} "
-                    f"(validation {result.accuracy:.4f}, {result.seconds:.0f} s)",
-                    flush=True,
+                _student(
+                    config,
+                    task,
+                    mask,
+                    cfg,
+                    accelerator,
+                    out=f,
+                    writer=writer,
+                    row=[k, mask, seed, label],
+                    label=f"{mask} seed {seed} teacher {label}",
                 )
 
 
