@@ -143,10 +143,9 @@ class Evidence:
         else:
             record.n_infeasible += 1
         if value is not None and math.isfinite(value):
-            record.count += 1
-            delta = value - record.mean
-            record.mean += delta / record.count
-            record.ssd += delta * (value - record.mean)
+            overall = [record.count, record.mean, record.ssd]
+            _welford(overall, value)
+            record.count, record.mean, record.ssd = overall
             _welford(record.groups.setdefault(fidelity, [0, 0.0, 0.0]), value)
             if number >= record.last_number:
                 record.last_number, record.last_fidelity = number, fidelity
