@@ -41,8 +41,7 @@ def _task(spec: tuple) -> tuple:
     import sampler_regret as sr
     from landscapes import synthetic_landscape
 
-    from alphanas_optuna import AlphaNASSampler, suggest_mask
-    from alphanas_optuna.mask import format_mask
+    from alphanas_optuna import AlphaNASSampler
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     land = synthetic_landscape(family, instance)
@@ -51,25 +50,16 @@ def _task(spec: tuple) -> tuple:
     study = optuna.create_study(direction="maximize", sampler=AlphaNASSampler(seed=seed))
     study.set_user_attr("alphanas_config", {"fitness": {"min_accuracy": land.min_accuracy}})
 
-    def objective(trial: optuna.Trial, settings: str) -> float:
-        mask = format_mask(suggest_mask(trial, land.n_layers))
-        n_params = land.n_params[mask]
-        trial.set_user_attr("n_params", n_params)
-        if named:
-            trial.set_user_attr("fidelity", settings)
-        accuracy = land.accuracy[mask] + sigma * noise.standard_normal()
-        if settings == "short":
-            dropped = mask.count("0") / land.n_layers
-            accuracy -= shift * (1.0 + dropped) if shape == "depth" else shift
-        quality = accuracy - lam * n_params / 1e6
-        trial.set_user_attr("accuracy", accuracy)
-        trial.set_user_attr("quality", quality)
-        if accuracy < land.min_accuracy:
-            raise optuna.TrialPruned()
-        return quality
+    def short(mask: str) -> float:
+        dropped = mask.count("0") / land.n_layers
+        return -shift * (1.0 + dropped) if shape == "depth" else -shift
 
-    study.optimize(lambda t: objective(t, "short"), n_trials=before)
-    study.optimize(lambda t: objective(t, "long"), n_trials=after)
+    first = sr.make_objective(
+        land, lam, sigma, noise, shift=short, fidelity="short" if named else None
+    )
+    study.optimize(first, n_trials=before)
+    then = sr.make_objective(land, lam, sigma, noise, fidelity="long" if named else None)
+    study.optimize(then, n_trials=after)
     mask = sr.named_mask(study, "AlphaNAS")
     if mask is None or not land.feasible(mask, None, sr.MAX_PARAMS):
         regret = q_best - q_worst

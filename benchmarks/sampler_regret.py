@@ -72,12 +72,24 @@ DEFAULT_SAMPLERS = ("Random", "TPE", "NSGA-II", "AlphaNAS plain", "AlphaNAS")
 
 
 def make_objective(
-    landscape: Landscape, lam: float, sigma: float, rng: np.random.Generator
+    landscape: Landscape,
+    lam: float,
+    sigma: float,
+    rng: np.random.Generator,
+    *,
+    shift: Callable[[str], float] | None = None,
+    fidelity: str | None = None,
 ) -> Callable[[optuna.Trial], float]:
-    """The real objective's contract on a table: suggest, draw A_obs, prune infeasible, return Q."""
+    """The real objective's contract on a table: suggest, draw A_obs, prune infeasible, return Q.
+
+    ``shift`` (mask -> accuracy offset) and ``fidelity`` (recorded as the trial's ``fidelity``
+    user attribute, as AlphaNASObjective records its settings) stand for other training
+    settings (``resumed_fidelity.py``)."""
 
     def objective(trial: optuna.Trial) -> float:
         mask = format_mask(suggest_mask(trial, landscape.n_layers))
+        if fidelity is not None:
+            trial.set_user_attr("fidelity", fidelity)
         if mask not in landscape.accuracy:  # The all-zero mask (other samplers may draw it).
             trial.set_user_attr("n_params", 0.0)
             raise optuna.TrialPruned()
@@ -86,6 +98,8 @@ def make_objective(
         if n_params > MAX_PARAMS:
             raise optuna.TrialPruned()
         accuracy = landscape.accuracy[mask] + (sigma * rng.standard_normal() if sigma else 0.0)
+        if shift is not None:
+            accuracy += shift(mask)
         quality = accuracy - lam * n_params / 1e6
         trial.set_user_attr("accuracy", accuracy)
         trial.set_user_attr("quality", quality)
