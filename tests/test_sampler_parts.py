@@ -217,6 +217,50 @@ def test_model_data_and_estimates_with_several_fidelities() -> None:
     assert evidence.fidelities(3) == ["short", "long", "longer"]
 
 
+def test_paired_offsets_without_a_model_come_from_masks_measured_under_several_fidelities() -> None:
+    """Mask effects plus fidelity offsets, least squares weighted by the counts: by hand."""
+    evidence = Evidence()
+    # Two fidelities, two masks under both: the difference new - old is 0.10 for mask 7 (one
+    # value each) and 0.15 for mask 3 (two each); weights k_old k_new / (k_old + k_new) = 1/2
+    # and 1, so the offset is (0.5 * 0.10 + 1 * 0.15) / 1.5.
+    evidence.add(3, 7, 0, 0, feasible=True, value=0.80, fidelity="new")
+    for k, value in enumerate((0.74, 0.76)):
+        evidence.add(3, 3, 1 + k, 1 + k, feasible=True, value=value, fidelity="new")
+    evidence.add(3, 5, 3, 3, feasible=True, value=0.90, fidelity="new")  # one fidelity only
+    evidence.add(3, 7, 4, 4, feasible=True, value=0.70, fidelity="old")
+    for k, value in enumerate((0.59, 0.61)):
+        evidence.add(3, 3, 5 + k, 5 + k, feasible=True, value=value, fidelity="old")
+    evidence.add(3, 1, 7, 7, feasible=True, value=0.50, fidelity="old")
+    assert evidence.fidelities(3) == ["old", "new"]  # the latest feasible value's
+    offsets = evidence.paired_offsets(3)
+    assert offsets == {"new": pytest.approx((0.5 * 0.10 + 0.15) / 1.5)}
+    # Each mask's own mean, its new values shifted onto the old scale.
+    plain = estimate(evidence, 3, pooled=False)
+    means = {r.code: m for r, m in zip(plain.records, plain.means)}
+    gamma = offsets["new"]
+    assert means[5] == pytest.approx(0.90 - gamma)
+    assert means[7] == pytest.approx((0.70 + 0.80 - gamma) / 2)
+    assert means[1] == pytest.approx(0.50)
+
+    # A chain: a -> b through mask 1, b -> c (the reference) through mask 2; exact fit. A
+    # fidelity that shares no mask with them ("z") gets no offset.
+    chain = Evidence()
+    values = [(1, "a", 0.60), (1, "a", 0.60), (1, "b", 0.70), (2, "b", 0.72), (4, "z", 0.40)]
+    values += [(4, "z", 0.42), (6, "z", 0.30), (2, "c", 0.80)]
+    for k, (code, name, value) in enumerate(values):
+        chain.add(3, code, k, k, feasible=True, value=value, fidelity=name)
+    assert chain.fidelities(3)[0] == "c"
+    offsets = chain.paired_offsets(3)
+    assert set(offsets) == {"a", "b"}
+    assert offsets["b"] == pytest.approx(-0.08)
+    assert offsets["a"] == pytest.approx(-0.18)
+    # One fidelity, or none linked to the reference: nothing to shift.
+    single = Evidence()
+    single.add(3, 1, 0, 0, feasible=True, value=0.5, fidelity="a")
+    single.add(3, 1, 1, 1, feasible=True, value=0.6)
+    assert single.paired_offsets(3) == {}
+
+
 def test_one_named_fidelity_or_unnamed_trials_beside_it_change_nothing() -> None:
     rng = np.random.default_rng(5)
     codes = rng.integers(1, 64, 40)

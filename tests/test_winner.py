@@ -84,6 +84,11 @@ def test_values_of_earlier_training_settings_are_put_on_the_newest_ones_scale() 
     # On the newest settings' scale: about the best mask's old value plus the 0.04.
     assert answer.quality == pytest.approx(float(WEIGHTS @ best) + 0.04, abs=0.01)
     assert answer.mean == pytest.approx(float(WEIGHTS @ best))  # its plain mean, unshifted
+    # Without the value model, the masks measured under both settings give the offset.
+    plain = winner(run(named=True), pooled=False)
+    assert plain.mask == format_mask(best)
+    assert plain.quality == pytest.approx(float(WEIGHTS @ best) + 0.04)
+    assert winner(run(named=False), pooled=False).mask != format_mask(best)
 
 
 def test_ties_go_to_the_mask_evaluated_first() -> None:

@@ -101,7 +101,8 @@ class Evidence:
     newest named fidelity (that of the latest feasible evaluation with a value) is the
     reference; with several, :meth:`model_data` gives a row per mask and fidelity, the value
     model fits one offset per earlier fidelity, and the estimates put every value on the
-    reference's scale. Evaluations that name none (trials added by hand, or by an objective
+    reference's scale (without the model, :meth:`paired_offsets` gives the offsets that masks
+    measured under several fidelities show). Evaluations that name none (trials added by hand, or by an objective
     that does not record it) count as the reference's. With one named fidelity, or none,
     everything is as if there were none.
     """
@@ -168,6 +169,60 @@ class Evidence:
             return [None] if self.records(n) else []
         newest = self._latest_feasible.get(n, self._latest[n])[1]
         return [newest] + [g for g in seen if g != newest]
+
+    def paired_offsets(self, n: int) -> dict[str | None, float]:
+        """Each earlier fidelity's offset without a value model: a two-way fit of the masks'
+        values, ``value = mask effect + fidelity offset`` (least squares weighted by the counts,
+        the reference's offset 0), over masks feasible at least once. Only masks measured under
+        more than one fidelity inform it, so a fidelity that shares no mask with the reference,
+        directly or through other fidelities, gets no offset (its values are taken as they
+        are). Unnamed values count as the reference's. Empty with one fidelity."""
+        fidelities = self.fidelities(n)
+        if len(fidelities) <= 1:
+            return {}
+        index = {g: i for i, g in enumerate(fidelities)}  # unnamed: the reference's (0)
+        masks = []
+        for r in self.records(n).values():
+            if r.count == 0 or r.n_feasible == 0:
+                continue
+            merged: dict[int, list[float]] = {}
+            for g, stats in r.groups.items():
+                _merge(merged.setdefault(index.get(g, 0), [0, 0.0, 0.0]), stats)
+            if len(merged) > 1:
+                masks.append([(i, k, m) for i, (k, m, _) in merged.items()])
+        # Fidelities linked to the reference through masks measured under both.
+        linked = {0}
+        grown = True
+        while grown:
+            grown = False
+            for rows in masks:
+                seen = {i for i, _, _ in rows}
+                if seen & linked and not seen <= linked:
+                    linked |= seen
+                    grown = True
+        free = sorted(linked - {0})
+        if not free:
+            return {}
+        # With the mask effects solved out, the offsets solve a small linear system: for each
+        # fidelity, its values' weighted residuals from their masks' means sum to 0.
+        column = {f: c for c, f in enumerate(free)}
+        a = np.zeros((len(free), len(free)))
+        b = np.zeros(len(free))
+        for rows in masks:
+            if not {i for i, _, _ in rows} & linked:
+                continue
+            total = sum(k for _, k, _ in rows)
+            mean = sum(k * m for _, k, m in rows) / total
+            for i, k, m in rows:
+                if i not in column:
+                    continue
+                b[column[i]] += k * (m - mean)
+                a[column[i], column[i]] += k
+                for j, kj, _ in rows:
+                    if j in column:
+                        a[column[i], column[j]] -= k * kj / total
+        gamma = np.linalg.solve(a, b)
+        return {fidelities[f]: float(gamma[column[f]]) for f in free}
 
     def model_data(
         self, n: int
@@ -262,6 +317,11 @@ def estimate(evidence: Evidence, n: int, *, pooled: bool = True) -> Estimates:
         model = ValueModel.fit(n, *evidence.model_data(n))
     codes, counts, means, _ = Evidence.arrays(records)
     if model is None or not records:
+        # Each mask's own mean; values of earlier fidelities shifted by the offsets that masks
+        # measured under several of them show.
+        offsets = evidence.paired_offsets(n) if records else {}
+        if offsets:
+            means = np.array([r.shifted_mean(offsets) for r in records])
         return Estimates(records, means, np.zeros(len(records)), model)
     if len(model.offsets) > 1:
         # On the reference fidelity's scale: each value less its fidelity's offset, whose

@@ -106,8 +106,10 @@ class AlphaNASSampler(BaseGASampler):
     ``fidelity``, a string, as :class:`~alphanas_optuna.AlphaNASObjective` records it) and differ
     in them (a study resumed with longer training, say) are put on the newest settings' scale by
     one offset per earlier fidelity, fitted with the value model (without it, as with
-    ``surrogate=False``, values are pooled as they are); trials that name none count as the
-    newest's. :func:`alphanas_optuna.winner` names the study's answer with the same estimates.
+    ``surrogate=False``, from the masks measured under several fidelities, see
+    :meth:`~alphanas_optuna.sampler.evidence.Evidence.paired_offsets`: the plain algorithm
+    measures no mask twice, so its values stay pooled unless masks are enqueued again); trials
+    that name none count as the newest's. :func:`alphanas_optuna.winner` names the study's answer with the same estimates.
 
     **Re-evaluation** (``surrogate=True``, ``reevaluation_share > 0``). From generation 1 on,
     the sampler may measure an evaluated mask again instead of a new one, in at most
