@@ -86,7 +86,9 @@ def winner(
     does), the best eligible mask whose estimated accuracy clears the floor by one standard
     error is named (the best eligible one if none does).
     With ``pooled`` (default) the estimates come from the value model, as the noise-aware
-    sampler ranks its elites; ``pooled=False`` uses each mask's own mean.
+    sampler ranks its elites; ``pooled=False`` uses each mask's own mean (on the newest
+    training settings' scale where masks measured under several settings give the offset; see
+    :meth:`~alphanas_optuna.sampler.evidence.Evidence.paired_offsets`).
 
     When the study holds ``alphanas confirm`` runs (and ``use_confirmations``), the answer is the
     confirmed mask with the best mean over its runs instead (see :class:`Winner`).

@@ -163,8 +163,9 @@ def mixed_fidelity_note(study: optuna.Study) -> str | None:
     return (
         f"Note: the search's evaluations were made under {len(counts)} different training "
         f"settings ({counts.get(newest, 0)} under the newest, {earlier} under earlier ones); "
-        "the estimates shift the earlier ones onto the newest settings' scale, which assumes "
-        "the settings moved every mask alike. Run `alphanas confirm` to measure the candidates "
+        "the estimates shift the earlier ones onto the newest settings' scale where the "
+        "evidence allows (the value model, or masks measured under both), which assumes the "
+        "settings moved every mask alike. Run `alphanas confirm` to measure the candidates "
         "again under one setting."
     )
 

@@ -102,8 +102,8 @@ class Evidence:
     reference; with several, :meth:`model_data` gives a row per mask and fidelity, the value
     model fits one offset per earlier fidelity, and the estimates put every value on the
     reference's scale (without the model, :meth:`paired_offsets` gives the offsets that masks
-    measured under several fidelities show). Evaluations that name none (trials added by hand, or by an objective
-    that does not record it) count as the reference's. With one named fidelity, or none,
+    measured under several fidelities show). Evaluations that name none (trials added by hand,
+    or by an objective that does not record it) count as the reference's. With one named fidelity, or none,
     everything is as if there were none.
     """
 
@@ -203,8 +203,9 @@ class Evidence:
         free = sorted(linked - {0})
         if not free:
             return {}
-        # With the mask effects solved out, the offsets solve a small linear system: for each
-        # fidelity, its values' weighted residuals from their masks' means sum to 0.
+        # With the mask effects solved out, the offsets solve a small linear system (the normal
+        # equations): for each fidelity, its values' weighted residuals from the fitted mask
+        # effects plus its offset sum to 0.
         column = {f: c for c, f in enumerate(free)}
         a = np.zeros((len(free), len(free)))
         b = np.zeros(len(free))
@@ -310,7 +311,8 @@ class Estimates:
 def estimate(evidence: Evidence, n: int, *, pooled: bool = True) -> Estimates:
     """Estimates for the eligible masks of length ``n``: with ``pooled``, from the value model
     fitted to :meth:`Evidence.model_data`; else (or while the model has too few masks) each
-    mask's own mean."""
+    mask's own mean, its values of earlier fidelities shifted by :meth:`Evidence.paired_offsets`
+    where masks measured under several fidelities give one."""
     records = [r for r in evidence.records(n).values() if r.eligible and r.count > 0]
     model = None
     if pooled:

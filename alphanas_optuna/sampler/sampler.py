@@ -108,8 +108,9 @@ class AlphaNASSampler(BaseGASampler):
     one offset per earlier fidelity, fitted with the value model (without it, as with
     ``surrogate=False``, from the masks measured under several fidelities, see
     :meth:`~alphanas_optuna.sampler.evidence.Evidence.paired_offsets`: the plain algorithm
-    measures no mask twice, so its values stay pooled unless masks are enqueued again); trials
-    that name none count as the newest's. :func:`alphanas_optuna.winner` names the study's answer with the same estimates.
+    repeats a mask only once every mask has been evaluated, so its values stay pooled unless
+    masks are enqueued again); trials that name none count as the newest's.
+    :func:`alphanas_optuna.winner` names the study's answer with the same estimates.
 
     **Re-evaluation** (``surrogate=True``, ``reevaluation_share > 0``). From generation 1 on,
     the sampler may measure an evaluated mask again instead of a new one, in at most
