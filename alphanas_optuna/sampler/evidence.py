@@ -85,6 +85,15 @@ def _merge(stats: list[float], other: list[float]) -> None:
         stats[:] = [k, (k1 * m1 + k2 * m2) / k, s1 + s2 + k1 * k2 / k * (m1 - m2) ** 2]
 
 
+def _by_index(record: MaskRecord, index: dict[str | None, int]) -> dict[int, list[float]]:
+    """``record``'s ``[count, mean, ssd]`` per fidelity index (``index``; unnamed and unlisted
+    fidelities are the reference's, 0), groups of one index merged."""
+    merged: dict[int, list[float]] = {}
+    for g, stats in record.groups.items():
+        _merge(merged.setdefault(index.get(g, 0), [0, 0.0, 0.0]), stats)
+    return merged
+
+
 def _welford(stats: list[float], value: float) -> None:
     """Fold ``value`` into ``[count, mean, ssd]``."""
     stats[0] += 1
@@ -103,8 +112,8 @@ class Evidence:
     model fits one offset per earlier fidelity, and the estimates put every value on the
     reference's scale (without the model, :meth:`paired_offsets` gives the offsets that masks
     measured under several fidelities show). Evaluations that name none (trials added by hand,
-    or by an objective that does not record it) count as the reference's. With one named fidelity, or none,
-    everything is as if there were none.
+    or by an objective that does not record it) count as the reference's. With one named
+    fidelity, or none, everything is as if there were none.
     """
 
     def __init__(self) -> None:
@@ -185,9 +194,7 @@ class Evidence:
         for r in self.records(n).values():
             if r.count == 0 or r.n_feasible == 0:
                 continue
-            merged: dict[int, list[float]] = {}
-            for g, stats in r.groups.items():
-                _merge(merged.setdefault(index.get(g, 0), [0, 0.0, 0.0]), stats)
+            merged = _by_index(r, index)
             if len(merged) > 1:
                 masks.append([(i, k, m) for i, (k, m, _) in merged.items()])
         # Fidelities linked to the reference through masks measured under both.
@@ -256,10 +263,7 @@ class Evidence:
         index = {g: i for i, g in enumerate(fidelities)}  # unnamed: the reference's (0)
         rows = []
         for r in feasible:
-            merged: dict[int, list[float]] = {}
-            for g, stats in r.groups.items():
-                _merge(merged.setdefault(index.get(g, 0), [0, 0.0, 0.0]), stats)
-            rows += [(r.code, *stats, i) for i, stats in sorted(merged.items())]
+            rows += [(r.code, *stats, i) for i, stats in sorted(_by_index(r, index).items())]
         # A censored mask enters once, under the fidelity of its latest value, at the lowest
         # feasible mean of that fidelity (or the reference's, where that fidelity has none).
         floors: dict[int, float] = {}
