@@ -19,6 +19,9 @@ depend only on the landscape, seed and σ, so two runs of the same set are paire
     python benchmarks/sampler_dev.py run --n-layers 8 --families collapse plateau --out n8.json
     python benchmarks/sampler_dev.py run --families table --seeds 1000-1199 --out table.json
     python benchmarks/sampler_dev.py run --samplers Random TPE --out optuna.json
+    # fine-tunes that collapse to the majority class on 10% of evaluations, whatever the mask:
+    python benchmarks/sampler_dev.py run --collapse-rate 0.1 --samplers Random TPE AlphaNAS \
+        --instances 200-201 --seeds 300-319 --out collapse.json
     # per instance: is AlphaNAS below every other sampler in the files?
     python benchmarks/sampler_dev.py instances new.json optuna.json
 
@@ -50,7 +53,10 @@ def _range(text: str) -> list[int]:
 
 def _task(spec: tuple) -> tuple:
     """One study; returns ``(family, instance, sampler, seed, {trials: (regret, pruned)})``."""
-    code, family, instance, sampler, seed, n_trials, lam, sigma, n_layers, full_acc, floor = spec
+    code, family, instance, sampler, seed, n_trials, lam, sigma, n_layers, full_acc, floor = spec[
+        :11
+    ]
+    collapse_rate = spec[11] if len(spec) > 11 else 0.0
     # The sampler under test comes from ``code`` (a checkout); the harness from this directory.
     for path in (str(HERE), str(code) if code else None):
         if path and path not in sys.path:
@@ -69,7 +75,9 @@ def _task(spec: tuple) -> tuple:
     if floor is not None:
         land.min_accuracy = floor
     pruned: dict[int, int] = {}
-    regret = sr.run_once(land, sampler, seed, n_trials, lam, sigma, pruned=pruned)
+    regret = sr.run_once(
+        land, sampler, seed, n_trials, lam, sigma, pruned=pruned, collapse_rate=collapse_rate
+    )
     result = {k: (regret[k], pruned[k]) for k in regret}
     return family, instance, sampler, seed, result
 
@@ -93,6 +101,7 @@ def run(args: argparse.Namespace) -> None:
                             args.n_layers,
                             args.full_accuracy,
                             args.min_accuracy,
+                            args.collapse_rate,
                         )
                     )
     start = time.perf_counter()
@@ -183,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--n-layers", type=int, default=12)
     r.add_argument("--full-accuracy", type=float, default=0.93)
     r.add_argument("--min-accuracy", type=float, default=None, help="floor (default 0.75)")
+    r.add_argument(
+        "--collapse-rate",
+        type=float,
+        default=0.0,
+        help="chance that an evaluation collapses to the majority class (A_obs = 0.5)",
+    )
     r.add_argument("--code", type=Path, default=None, help="checkout whose sampler is run")
     r.add_argument("--jobs", type=int, default=2)
     c = commands.add_parser("compare", help="paired change from one run file to another")

@@ -79,12 +79,16 @@ def make_objective(
     *,
     shift: Callable[[str], float] | None = None,
     fidelity: str | None = None,
+    collapse_rate: float = 0.0,
 ) -> Callable[[optuna.Trial], float]:
     """The real objective's contract on a table: suggest, draw A_obs, prune infeasible, return Q.
 
     ``shift`` (mask -> accuracy offset) and ``fidelity`` (recorded as the trial's ``fidelity``
     user attribute, as AlphaNASObjective records its settings) stand for other training
-    settings (``resumed_fidelity.py``)."""
+    settings (``resumed_fidelity.py``). ``collapse_rate``: the chance that an evaluation's
+    fine-tune collapses to the majority class whatever the mask (A_obs = 0.5, chance on balanced
+    labels; a real brief fine-tune does this on some seeds, BENCHMARKS.md "The search against
+    layer-dropping rules"); 0 draws nothing, so the other draws stay as they were."""
 
     def objective(trial: optuna.Trial) -> float:
         mask = format_mask(suggest_mask(trial, landscape.n_layers))
@@ -98,6 +102,8 @@ def make_objective(
         if n_params > MAX_PARAMS:
             raise optuna.TrialPruned()
         accuracy = landscape.accuracy[mask] + (sigma * rng.standard_normal() if sigma else 0.0)
+        if collapse_rate and rng.random() < collapse_rate:
+            accuracy = 0.5
         if shift is not None:
             accuracy += shift(mask)
         quality = accuracy - lam * n_params / 1e6
@@ -134,9 +140,10 @@ def run_once(
     lam: float,
     sigma: float,
     pruned: dict[int, int] | None = None,
+    collapse_rate: float = 0.0,
 ) -> dict[int, float]:
     """True regret of the named mask after each checkpoint (and, into ``pruned`` if given, the
-    number of PRUNED trials by then)."""
+    number of PRUNED trials by then); ``collapse_rate`` as in :func:`make_objective`."""
     _, q_best, q_worst = landscape.optimum(lam, None, MAX_PARAMS)
     noise = np.random.default_rng([seed, zlib.crc32(landscape.name.encode()), int(sigma * 1e4)])
     study = optuna.create_study(direction="maximize", sampler=SAMPLERS[sampler_name](seed))
@@ -158,7 +165,9 @@ def run_once(
                 pruned[k] = len(study.get_trials(deepcopy=False, states=states))
 
     study.optimize(
-        make_objective(landscape, lam, sigma, noise), n_trials=n_trials, callbacks=[callback]
+        make_objective(landscape, lam, sigma, noise, collapse_rate=collapse_rate),
+        n_trials=n_trials,
+        callbacks=[callback],
     )
     return regret
 
