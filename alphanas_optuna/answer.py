@@ -54,9 +54,7 @@ class Winner:
         n_layers: Layers kept.
         n_evaluations: Evaluations of this mask (feasible or not).
         trials: Numbers of those trials.
-        mean: Plain mean of this mask's feasible evaluations' values (what ``quality`` shrinks
-            from; a pruned run of a mask that trained on other seeds counts in
-            ``n_evaluations`` but not here).
+        mean: Plain mean of this mask's measured values (what ``quality`` shrinks from).
         confirmed: Whether this comes from ``alphanas confirm`` runs: then ``quality``,
             ``accuracy`` and ``stderr`` are their mean and its standard error, ``n_evaluations``
             and ``trials`` are the runs.

@@ -26,8 +26,8 @@ class MaskRecord:
         numbers: Their trial numbers.
         n_feasible: Evaluations that were feasible (COMPLETE).
         n_infeasible: Evaluations that were not (PRUNED).
-        count: Evaluations with a value: every feasible one; infeasible ones that recorded
-            what they measured only while the mask has no feasible one (see :meth:`Evidence.add`).
+        count: Evaluations with a value (every feasible one, and infeasible ones that recorded
+            what they measured).
         mean: Mean of those values ("higher is better" sign).
         ssd: Their sum of squared deviations from ``mean`` (Welford).
         extra: The other objectives of the last feasible evaluation (two-objective studies:
@@ -139,15 +139,7 @@ class Evidence:
     ) -> MaskRecord:
         """Fold one evaluation in. ``value`` is "higher is better"; None or non-finite when the
         evaluation measured nothing usable. ``fidelity`` names the settings it was made under
-        (None: unnamed, one fidelity of its own).
-
-        The value of an infeasible evaluation counts only while its mask has no feasible one.
-        A mask that was feasible on another evaluation is not worse by the margin a pruned run
-        shows: a brief fine-tune sometimes collapses to the majority class whatever the mask
-        (on some seeds and not others), and its accuracy near chance, averaged in, would sink
-        the mask's mean and, through its spread, the noise estimate of every mask. The failure
-        still counts against the mask's feasibility (``n_infeasible``).
-        """
+        (None: unnamed, one fidelity of its own)."""
         records = self.by_length.setdefault(n, {})
         record = records.get(code)
         if record is None:
@@ -155,17 +147,11 @@ class Evidence:
         record.trials.append(trial_id)
         record.numbers.append(number)
         if feasible:
-            if record.n_feasible == 0 and record.count:
-                # The first feasible evaluation: values of the infeasible ones before it go.
-                record.count, record.mean, record.ssd, record.groups = 0, 0.0, 0.0, {}
-                record.last_number, record.last_fidelity = -1, None
             record.n_feasible += 1
             record.representative = trial_id
             record.extra = extra
         else:
             record.n_infeasible += 1
-            if record.n_feasible:
-                value = None
         if value is not None and math.isfinite(value):
             overall = [record.count, record.mean, record.ssd]
             _welford(overall, value)
@@ -253,8 +239,7 @@ class Evidence:
         data, a row per mask (per mask and fidelity where there are several; ``fidelity`` is
         the row's index in :meth:`fidelities`, 0 for the reference).
 
-        Every mask feasible at least once enters with the values of its feasible evaluations
-        (:meth:`add`). A mask that
+        Every mask feasible at least once enters with the values it recorded. A mask that
         recorded a value but was never feasible (one that collapses to the majority class, say)
         enters as a single evaluation at the lowest mean of the feasible masks, or at its own
         mean where that is higher: what is known is that it is worse than the feasible masks,

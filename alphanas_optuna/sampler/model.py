@@ -23,10 +23,8 @@ strength from similar masks; a mask measured many times, or a landscape the line
 fit (large ``tau2``), keeps its own mean; and noise-free evaluations (``sigma2`` near 0) are taken
 as they are.
 
-The data are each mask's feasible evaluations (a run pruned for low accuracy of a mask that
-trained on another seed is a failed fine-tune: it counts against the mask's feasibility, not
-its value); a mask never feasible enters once at the lowest mean of the feasible ones, or its
-own if higher (censored evidence; see
+The data are each mask's evaluations with a value; a mask never feasible enters once at the
+lowest mean of the feasible ones, or its own if higher (censored evidence; see
 :meth:`alphanas_optuna.sampler.evidence.Evidence.model_data`).
 
 **Fidelities.** Evaluations made under other settings (a study resumed with more training

@@ -151,9 +151,7 @@ class AlphaNASSampler(BaseGASampler):
     **Pruned and failed trials.** A PRUNED trial counts as an evaluation of its mask: it fills
     its generation and makes the mask infeasible evidence; if it recorded what it measured
     (user attribute ``quality``, or ``accuracy`` in a two-objective study, as
-    :class:`~alphanas_optuna.AlphaNASObjective` does) that value is evidence too, while the mask
-    has no feasible evaluation: a pruned run of a mask that trained on another seed is taken for
-    a failed fine-tune, which counts against the mask's feasibility but not in its value. A mask that
+    :class:`~alphanas_optuna.AlphaNASObjective` does) that value is evidence too. A mask that
     was never feasible enters the value model once, at the lowest value of the feasible masks
     or its own if higher (it is worse by an unknown margin; see
     :meth:`~alphanas_optuna.sampler.evidence.Evidence.model_data`), so that the model learns
