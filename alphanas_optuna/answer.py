@@ -54,7 +54,8 @@ class Winner:
         n_layers: Layers kept.
         n_evaluations: Evaluations of this mask (feasible or not).
         trials: Numbers of those trials.
-        mean: Plain mean of this mask's measured values (what ``quality`` shrinks from).
+        mean: Plain mean of this mask's measured values (what ``quality`` shrinks from; a run
+            that failed where others of the mask trained, far below them, is not among them).
         confirmed: Whether this comes from ``alphanas confirm`` runs: then ``quality``,
             ``accuracy`` and ``stderr`` are their mean and its standard error, ``n_evaluations``
             and ``trials`` are the runs.

@@ -416,6 +416,49 @@ def test_model_data_enters_never_feasible_masks_once_at_the_lowest_feasible_mean
     assert rows[4] == pytest.approx((1, 0.75, 0.0))
 
 
+def test_a_collapsed_run_of_a_mask_feasible_elsewhere_counts_against_it_only() -> None:
+    """A pruned value far below the mask's feasible runs (a fine-tune that fell to the majority
+    class on that seed) leaves its mean and spread alone; one just under them (a draw under the
+    floor) counts; in whatever order the runs arrive."""
+    # Noise: mask 5's two feasible values (ssd 0.0008, 1 dof) pooled with the prior, a quarter
+    # of the variance of the feasible means (0.82 and 0.70: 0.0036) worth half a dof:
+    # (0.5 * 0.25 * 0.0036 + 0.0008) / 1.5 = 0.00125 / 1.5, sd 0.02887; the gap between one
+    # draw and the mean of two has sd 0.02887 * sqrt(1.5) = 0.03536, so the limit is 0.1414.
+    runs = [
+        (5, True, 0.80),
+        (5, True, 0.84),
+        (5, False, 0.12),  # 0.70 under the feasible mean of 0.82: a collapse
+        (5, False, 0.70),  # 0.12 under it: a draw under the floor
+        (6, True, 0.70),
+    ]
+    for order in (runs, runs[::-1], [runs[2], *runs[:2], *runs[3:]]):
+        evidence = Evidence()
+        for i, (code, feasible, value) in enumerate(order):
+            evidence.add(3, code, i, i, feasible=feasible, value=value)
+        record = evidence.records(3)[5]
+        assert evidence.noise_sd(3) == pytest.approx(math.sqrt(0.00125 / 1.5))
+        kept = (0.80, 0.84, 0.70)
+        assert record.count == 3 and record.mean == pytest.approx(sum(kept) / 3)
+        assert record.ssd == pytest.approx(sum((v - sum(kept) / 3) ** 2 for v in kept))
+        assert record.groups == {None: [3, pytest.approx(sum(kept) / 3), pytest.approx(record.ssd)]}
+        assert (record.n_feasible, record.n_infeasible) == (2, 2) and record.eligible
+    # Without repeats there is no noise estimate yet: every value counts, as measured.
+    evidence = Evidence()
+    evidence.add(3, 5, 0, 0, feasible=True, value=0.80)
+    evidence.add(3, 5, 1, 1, feasible=False, value=0.12)
+    assert evidence.noise_sd(3) == math.inf
+    assert evidence.records(3)[5].mean == pytest.approx(0.46)
+    # A later repeat elsewhere gives one (sd 0.01739; limit 4 * 0.01739 * sqrt(2) = 0.0984 under
+    # the one feasible value), and the collapse stops counting.
+    evidence.add(3, 6, 2, 2, feasible=True, value=0.70)
+    evidence.add(3, 6, 3, 3, feasible=True, value=0.72)
+    assert evidence.records(3)[5].count == 1 and evidence.records(3)[5].mean == 0.80
+    # A mask never feasible keeps its values (censored evidence in the value model).
+    evidence.add(3, 7, 4, 4, feasible=False, value=0.10)
+    evidence.add(3, 7, 5, 5, feasible=False, value=0.20)
+    assert evidence.records(3)[7].count == 2
+
+
 # --------------------------------------------------------------------------------------------------
 # Proposal functions
 

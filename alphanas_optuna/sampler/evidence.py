@@ -11,9 +11,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from alphanas_optuna.sampler.model import ValueModel
+from alphanas_optuna.sampler.model import NOISE_PRIOR_DOF, NOISE_PRIOR_VARIANCE, ValueModel
 
-__all__ = ["Estimates", "Evidence", "MaskRecord", "estimate"]
+__all__ = ["COLLAPSE_SDS", "Estimates", "Evidence", "MaskRecord", "estimate"]
+
+# A pruned run of a mask that was feasible on another run is taken for a failed fine-tune (one
+# that fell to the majority class on that seed) when its value lies more than this many noise
+# standard deviations (of the gap between one draw and the mean of the others) below the mean
+# of the mask's feasible runs, and then counts against the mask's feasibility only. Nearer, it
+# is a draw just under the floor of a mask close to it, and counts as measured: leaving such
+# draws out makes masks on the floor look better than they are (at lambda 0.01, where the
+# optimum sits on the floor, that raised the regret by 79%; see BENCHMARKS.md).
+COLLAPSE_SDS = 4.0
 
 
 @dataclass
@@ -26,8 +35,9 @@ class MaskRecord:
         numbers: Their trial numbers.
         n_feasible: Evaluations that were feasible (COMPLETE).
         n_infeasible: Evaluations that were not (PRUNED).
-        count: Evaluations with a value (every feasible one, and infeasible ones that recorded
-            what they measured).
+        count: Evaluations with a value that counts: every feasible one, and infeasible ones
+            that recorded what they measured, but for failed fine-tunes (see
+            :meth:`Evidence.records`).
         mean: Mean of those values ("higher is better" sign).
         ssd: Their sum of squared deviations from ``mean`` (Welford).
         extra: The other objectives of the last feasible evaluation (two-objective studies:
@@ -36,6 +46,9 @@ class MaskRecord:
         groups: ``count``, ``mean`` and ``ssd`` of the values per fidelity (the settings an
             evaluation was made under; see :meth:`Evidence.add`).
         last_fidelity: The fidelity of the latest value (by trial number ``last_number``).
+        feasible_values: ``[count, mean, ssd]`` of the feasible evaluations' values.
+        feasible_groups: The same per fidelity.
+        pruned_values: ``(value, fidelity)`` of each infeasible evaluation with a value.
     """
 
     code: int
@@ -51,6 +64,26 @@ class MaskRecord:
     groups: dict[str | None, list[float]] = field(default_factory=dict)
     last_fidelity: str | None = None
     last_number: int = -1
+    feasible_values: list[float] = field(default_factory=lambda: [0, 0.0, 0.0])
+    feasible_groups: dict[str | None, list[float]] = field(default_factory=dict)
+    pruned_values: list[tuple[float, str | None]] = field(default_factory=list)
+
+    def count_values(self, limit: float) -> None:
+        """Set ``count``, ``mean``, ``ssd`` and ``groups`` from the feasible values and the
+        pruned ones that count: all of them while no value is feasible, else those at most
+        ``limit`` times ``sqrt(1 + 1 / k)`` under the mean of the ``k`` feasible values (with
+        ``limit`` a multiple of the noise sd, that is the multiple of the sd of the gap between
+        one draw and the mean of ``k`` others)."""
+        stats = list(self.feasible_values)
+        groups = {g: list(v) for g, v in self.feasible_groups.items()}
+        k, mean, _ = self.feasible_values
+        floor = mean - limit * math.sqrt(1.0 + 1.0 / k) if k else -math.inf
+        for value, fidelity in self.pruned_values:
+            if value >= floor:
+                _welford(stats, value)
+                _welford(groups.setdefault(fidelity, [0, 0.0, 0.0]), value)
+        self.count, self.mean, self.ssd = stats
+        self.groups = groups
 
     @property
     def n_evaluations(self) -> int:
@@ -124,6 +157,13 @@ class Evidence:
         self._fidelities: dict[int, dict[str, None]] = {}
         self._latest_feasible: dict[int, tuple[int, str]] = {}
         self._latest: dict[int, tuple[int, str]] = {}
+        # Per length: masks with both feasible and pruned values (whose counted values depend on
+        # the noise estimate), whether they need recounting, and the running sums of the
+        # feasible values for that estimate: sum of ssd, its degrees of freedom, number of
+        # masks, sum and sum of squares of their means.
+        self._mixed: dict[int, dict[int, MaskRecord]] = {}
+        self._stale: set[int] = set()
+        self._pool: dict[int, list[float]] = {}
 
     def add(
         self,
@@ -153,10 +193,30 @@ class Evidence:
         else:
             record.n_infeasible += 1
         if value is not None and math.isfinite(value):
-            overall = [record.count, record.mean, record.ssd]
-            _welford(overall, value)
-            record.count, record.mean, record.ssd = overall
-            _welford(record.groups.setdefault(fidelity, [0, 0.0, 0.0]), value)
+            if feasible:
+                pool = self._pool.setdefault(n, [0.0, 0.0, 0, 0.0, 0.0])
+                k, m, d = record.feasible_values
+                if k:
+                    pool[0] -= d
+                    pool[1] -= k - 1
+                    pool[3] -= m
+                    pool[4] -= m * m
+                _welford(record.feasible_values, value)
+                _welford(record.feasible_groups.setdefault(fidelity, [0, 0.0, 0.0]), value)
+                k, m, d = record.feasible_values
+                pool[0] += d
+                pool[1] += k - 1
+                pool[2] += k == 1
+                pool[3] += m
+                pool[4] += m * m
+            else:
+                record.pruned_values.append((value, fidelity))
+            if record.pruned_values and record.feasible_values[0]:
+                self._mixed.setdefault(n, {})[code] = record
+            else:
+                record.count_values(math.inf)
+            if self._mixed.get(n):
+                self._stale.add(n)  # the noise estimate, or this mask's values, changed
             if number >= record.last_number:
                 record.last_number, record.last_fidelity = number, fidelity
             if fidelity is not None:
@@ -167,7 +227,34 @@ class Evidence:
         return record
 
     def records(self, n: int) -> dict[int, MaskRecord]:
+        """The masks of length ``n``. A mask's values (``count``, ``mean``, ``ssd``,
+        ``groups``) are its feasible evaluations' and its infeasible ones' (a draw under the
+        study's floor is evidence of where the mask lies), but for failed fine-tunes: where the
+        mask was feasible on other evaluations, a pruned value more than :data:`COLLAPSE_SDS`
+        standard deviations below their mean (of the gap between one draw and the mean of the
+        others, from the noise estimate :meth:`noise_sd`) counts against its feasibility
+        only. A brief fine-tune sometimes collapses to the majority class on one
+        seed of a mask that trains on others; averaged in, its value near chance would sink the
+        mask's estimate and, through its spread, the noise estimate of every mask."""
+        if n in self._stale:
+            self._stale.discard(n)
+            limit = COLLAPSE_SDS * self.noise_sd(n)
+            for record in self._mixed.get(n, {}).values():
+                record.count_values(limit)
         return self.by_length.get(n, {})
+
+    def noise_sd(self, n: int) -> float:
+        """Standard deviation of one evaluation's noise, from the feasible values of masks of
+        length ``n`` evaluated more than once, pooled with the value model's prior
+        (:func:`~alphanas_optuna.sampler.model.noise_variance`: a quarter of the variance of
+        the masks' means, worth half a degree of freedom); infinite with neither."""
+        total_ssd, dof, masks, total, squares = self._pool.get(n, [0.0, 0.0, 0, 0.0, 0.0])
+        spread = max(squares / masks - (total / masks) ** 2, 0.0) if masks > 1 else 0.0
+        prior_dof = NOISE_PRIOR_DOF if masks > 1 else 0.0
+        if dof + prior_dof <= 0:
+            return math.inf
+        variance = (prior_dof * NOISE_PRIOR_VARIANCE * spread + total_ssd) / (prior_dof + dof)
+        return math.sqrt(max(variance, 0.0))
 
     def fidelities(self, n: int) -> list[str | None]:
         """The named fidelities of the values of masks of length ``n``, the reference first

@@ -23,9 +23,10 @@ strength from similar masks; a mask measured many times, or a landscape the line
 fit (large ``tau2``), keeps its own mean; and noise-free evaluations (``sigma2`` near 0) are taken
 as they are.
 
-The data are each mask's evaluations with a value; a mask never feasible enters once at the
-lowest mean of the feasible ones, or its own if higher (censored evidence; see
-:meth:`alphanas_optuna.sampler.evidence.Evidence.model_data`).
+The data are each mask's evaluations with a value, but for failed fine-tunes (a pruned run far
+below the mask's feasible ones; see :meth:`alphanas_optuna.sampler.evidence.Evidence.records`);
+a mask never feasible enters once at the lowest mean of the feasible ones, or its own if higher
+(censored evidence; see :meth:`alphanas_optuna.sampler.evidence.Evidence.model_data`).
 
 **Fidelities.** Evaluations made under other settings (a study resumed with more training
 steps) measure every mask higher or lower. With rows from several fidelities, each fidelity but

@@ -151,7 +151,11 @@ class AlphaNASSampler(BaseGASampler):
     **Pruned and failed trials.** A PRUNED trial counts as an evaluation of its mask: it fills
     its generation and makes the mask infeasible evidence; if it recorded what it measured
     (user attribute ``quality``, or ``accuracy`` in a two-objective study, as
-    :class:`~alphanas_optuna.AlphaNASObjective` does) that value is evidence too. A mask that
+    :class:`~alphanas_optuna.AlphaNASObjective` does) that value is evidence too, unless the mask
+    was feasible on other evaluations and the value lies more than four noise standard
+    deviations below theirs: that is a fine-tune that failed on its seed (it fell to the
+    majority class, say), which counts against the mask's feasibility but not in its value
+    (:meth:`~alphanas_optuna.sampler.evidence.Evidence.records`). A mask that
     was never feasible enters the value model once, at the lowest value of the feasible masks
     or its own if higher (it is worse by an unknown margin; see
     :meth:`~alphanas_optuna.sampler.evidence.Evidence.model_data`), so that the model learns
