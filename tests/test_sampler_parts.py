@@ -28,7 +28,7 @@ from alphanas_optuna.sampler.digest import (
     take_snapshot,
 )
 from alphanas_optuna.sampler.elites import crowding_distance, non_domination_rank, select_elites
-from alphanas_optuna.sampler.evidence import Evidence, estimate
+from alphanas_optuna.sampler.evidence import Evidence, estimate, t_quantile
 from alphanas_optuna.sampler.model import (
     FeasibilityModel,
     ValueModel,
@@ -416,46 +416,61 @@ def test_model_data_enters_never_feasible_masks_once_at_the_lowest_feasible_mean
     assert rows[4] == pytest.approx((1, 0.75, 0.0))
 
 
+def test_t_quantile_against_the_tables() -> None:
+    # Student-t 97.5% quantiles (z = 1.959964): 2.571 (5 dof), 2.228 (10), 2.042 (30).
+    for dof, table in ((5, 2.571), (10, 2.228), (30, 2.042)):
+        assert t_quantile(1.959964, dof) == pytest.approx(table, abs=0.002)
+    # z = 4, 10 dof, term by term: 4 + 17 / 10 + 64.125 / 100 + 181.34375 / 1e3 + 377.7589 / 1e4.
+    assert t_quantile(4.0, 10) == pytest.approx(6.5603696, abs=1e-6)
+    assert t_quantile(4.0, 1e12) == pytest.approx(4.0)
+
+
 def test_a_collapsed_run_of_a_mask_feasible_elsewhere_counts_against_it_only() -> None:
     """A pruned value far below the mask's feasible runs (a fine-tune that fell to the majority
     class on that seed) leaves its mean and spread alone; one just under them (a draw under the
     floor) counts; in whatever order the runs arrive."""
-    # Noise: mask 5's two feasible values (ssd 0.0008, 1 dof) pooled with the prior, a quarter
-    # of the variance of the feasible means (0.82 and 0.70: 0.0036) worth half a dof:
-    # (0.5 * 0.25 * 0.0036 + 0.0008) / 1.5 = 0.00125 / 1.5, sd 0.02887; the gap between one
-    # draw and the mean of two has sd 0.02887 * sqrt(1.5) = 0.03536, so the limit is 0.1414.
+    # Noise: ssd 0.0008 (mask 5: 0.80, 0.84) + 0.0024 (mask 6: 0.70 four times, 0.72 and 0.68
+    # three times each) on 1 + 9 dof, pooled with the prior, a quarter of the variance of the
+    # feasible means (0.82 and 0.70: 0.0036) worth half a dof: 0.00365 / 10.5 on 10.5 dof. The
+    # gap between one draw and the mean of mask 5's two has sd * sqrt(1.5).
+    sd = math.sqrt(0.00365 / 10.5)
+    limit = t_quantile(4.0, 10.5) * sd * math.sqrt(1.5)
+    assert 0.12 < limit < 0.70  # so 0.70 (0.12 under 0.82) counts and 0.12 does not
     runs = [
         (5, True, 0.80),
         (5, True, 0.84),
         (5, False, 0.12),  # 0.70 under the feasible mean of 0.82: a collapse
         (5, False, 0.70),  # 0.12 under it: a draw under the floor
-        (6, True, 0.70),
+        *[(6, True, v) for v in (0.70, 0.72, 0.68) * 3 + (0.70,)],
     ]
     for order in (runs, runs[::-1], [runs[2], *runs[:2], *runs[3:]]):
         evidence = Evidence()
         for i, (code, feasible, value) in enumerate(order):
             evidence.add(3, code, i, i, feasible=feasible, value=value)
         record = evidence.records(3)[5]
-        assert evidence.noise_sd(3) == pytest.approx(math.sqrt(0.00125 / 1.5))
+        assert evidence.noise_sd(3) == (pytest.approx(sd), 10.5)
         kept = (0.80, 0.84, 0.70)
         assert record.count == 3 and record.mean == pytest.approx(sum(kept) / 3)
         assert record.ssd == pytest.approx(sum((v - sum(kept) / 3) ** 2 for v in kept))
         assert record.groups == {None: [3, pytest.approx(sum(kept) / 3), pytest.approx(record.ssd)]}
         assert (record.n_feasible, record.n_infeasible) == (2, 2) and record.eligible
-    # Without repeats there is no noise estimate yet: every value counts, as measured.
+    # Without repeats there is no noise estimate yet, and with few degrees of freedom the test
+    # is lenient: every value counts, as measured.
     evidence = Evidence()
     evidence.add(3, 5, 0, 0, feasible=True, value=0.80)
     evidence.add(3, 5, 1, 1, feasible=False, value=0.12)
-    assert evidence.noise_sd(3) == math.inf
+    assert evidence.noise_sd(3) == (math.inf, 0.0)
     assert evidence.records(3)[5].mean == pytest.approx(0.46)
-    # A later repeat elsewhere gives one (sd 0.01739; limit 4 * 0.01739 * sqrt(2) = 0.0984 under
-    # the one feasible value), and the collapse stops counting.
     evidence.add(3, 6, 2, 2, feasible=True, value=0.70)
     evidence.add(3, 6, 3, 3, feasible=True, value=0.72)
+    assert evidence.noise_sd(3)[1] == 1.5 and evidence.records(3)[5].count == 2
+    # Nine more repeats of mask 6 (10 dof in all) and the collapse stops counting.
+    for i, v in enumerate((0.70, 0.72, 0.68) * 3):
+        evidence.add(3, 6, 4 + i, 4 + i, feasible=True, value=v)
     assert evidence.records(3)[5].count == 1 and evidence.records(3)[5].mean == 0.80
     # A mask never feasible keeps its values (censored evidence in the value model).
-    evidence.add(3, 7, 4, 4, feasible=False, value=0.10)
-    evidence.add(3, 7, 5, 5, feasible=False, value=0.20)
+    evidence.add(3, 7, 20, 20, feasible=False, value=0.10)
+    evidence.add(3, 7, 21, 21, feasible=False, value=0.20)
     assert evidence.records(3)[7].count == 2
 
 

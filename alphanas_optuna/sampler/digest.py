@@ -144,7 +144,7 @@ class StudyDigest:
         self.n_evaluated += 1
         self.n_reevaluations += reevaluation
         feasible, value, extra = observation(trial, directions)
-        record = self.evidence.records(n).get(code)
+        record = self.evidence.record(n, code)
         # A trial answered from an earlier trial's result (``reused_from``, as AlphaNASObjective
         # records it) measured nothing new: counting it would double that one draw's weight.
         if record is None or REUSED_ATTR not in trial.user_attrs:

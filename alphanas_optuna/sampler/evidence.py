@@ -13,12 +13,13 @@ import numpy as np
 
 from alphanas_optuna.sampler.model import NOISE_PRIOR_DOF, NOISE_PRIOR_VARIANCE, ValueModel
 
-__all__ = ["COLLAPSE_SDS", "Estimates", "Evidence", "MaskRecord", "estimate"]
+__all__ = ["COLLAPSE_SDS", "Estimates", "Evidence", "MaskRecord", "estimate", "t_quantile"]
 
 # A pruned run of a mask that was feasible on another run is taken for a failed fine-tune (one
 # that fell to the majority class on that seed) when its value lies more than this many noise
-# standard deviations (of the gap between one draw and the mean of the others) below the mean
-# of the mask's feasible runs, and then counts against the mask's feasibility only. Nearer, it
+# standard deviations (of the gap between one draw and the mean of the others; the Student-t
+# quantile of the same tail while the noise estimate rests on few degrees of freedom) below the
+# mean of the mask's feasible runs, and then counts against the mask's feasibility only. Nearer, it
 # is a draw just under the floor of a mask close to it, and counts as measured: leaving such
 # draws out makes masks on the floor look better than they are (at lambda 0.01, where the
 # optimum sits on the floor, that raised the regret by 79%; see BENCHMARKS.md).
@@ -49,6 +50,10 @@ class MaskRecord:
         feasible_values: ``[count, mean, ssd]`` of the feasible evaluations' values.
         feasible_groups: The same per fidelity.
         pruned_values: ``(value, fidelity)`` of each infeasible evaluation with a value.
+
+    ``count``, ``mean``, ``ssd`` and ``groups`` of a mask with both feasible and pruned values
+    depend on the study's noise estimate: they are current as :meth:`Evidence.records` returns
+    them.
     """
 
     code: int
@@ -127,6 +132,24 @@ def _by_index(record: MaskRecord, index: dict[str | None, int]) -> dict[int, lis
     return merged
 
 
+def t_quantile(z: float, dof: float) -> float:
+    """The Student-t quantile with ``dof`` degrees of freedom of the normal quantile ``z`` (the
+    same tail), by the expansion of Abramowitz and Stegun (1964), 26.7.5: a gap measured with
+    an estimated standard deviation must be wider than ``z`` of them to be as unlikely, the
+    more so the fewer degrees of freedom the estimate rests on. Within a few percent of the
+    tables from about 5 degrees of freedom for ``z`` near 2, and from about 10 for ``z`` = 4;
+    with fewer it is rough but large (``z`` = 4: 12 at 5 degrees of freedom, 42 at 2.5), which
+    is what a test needs while the noise estimate is uncertain."""
+    z2 = z * z
+    g = (
+        (z2 + 1) * z / 4,
+        ((5 * z2 + 16) * z2 + 3) * z / 96,
+        (((3 * z2 + 19) * z2 + 17) * z2 - 15) * z / 384,
+        ((((79 * z2 + 776) * z2 + 1482) * z2 - 1920) * z2 - 945) * z / 92160,
+    )
+    return z + sum(gi / dof ** (i + 1) for i, gi in enumerate(g))
+
+
 def _welford(stats: list[float], value: float) -> None:
     """Fold ``value`` into ``[count, mean, ssd]``."""
     stats[0] += 1
@@ -160,7 +183,7 @@ class Evidence:
         # Per length: masks with both feasible and pruned values (whose counted values depend on
         # the noise estimate), whether they need recounting, and the running sums of the
         # feasible values for that estimate: sum of ssd, its degrees of freedom, number of
-        # masks, sum and sum of squares of their means.
+        # masks, sum and sum of squares of their means less the last item, the first value.
         self._mixed: dict[int, dict[int, MaskRecord]] = {}
         self._stale: set[int] = set()
         self._pool: dict[int, list[float]] = {}
@@ -194,21 +217,22 @@ class Evidence:
             record.n_infeasible += 1
         if value is not None and math.isfinite(value):
             if feasible:
-                pool = self._pool.setdefault(n, [0.0, 0.0, 0, 0.0, 0.0])
+                # Sums of the means taken from the first one, so that they do not cancel.
+                pool = self._pool.setdefault(n, [0.0, 0.0, 0, 0.0, 0.0, value])
                 k, m, d = record.feasible_values
                 if k:
                     pool[0] -= d
                     pool[1] -= k - 1
-                    pool[3] -= m
-                    pool[4] -= m * m
+                    pool[3] -= m - pool[5]
+                    pool[4] -= (m - pool[5]) ** 2
                 _welford(record.feasible_values, value)
                 _welford(record.feasible_groups.setdefault(fidelity, [0, 0.0, 0.0]), value)
                 k, m, d = record.feasible_values
                 pool[0] += d
                 pool[1] += k - 1
                 pool[2] += k == 1
-                pool[3] += m
-                pool[4] += m * m
+                pool[3] += m - pool[5]
+                pool[4] += (m - pool[5]) ** 2
             else:
                 record.pruned_values.append((value, fidelity))
             if record.pruned_values and record.feasible_values[0]:
@@ -238,23 +262,31 @@ class Evidence:
         mask's estimate and, through its spread, the noise estimate of every mask."""
         if n in self._stale:
             self._stale.discard(n)
-            limit = COLLAPSE_SDS * self.noise_sd(n)
+            sd, dof = self.noise_sd(n)
+            limit = t_quantile(COLLAPSE_SDS, dof) * sd if dof > 0 else math.inf
             for record in self._mixed.get(n, {}).values():
                 record.count_values(limit)
         return self.by_length.get(n, {})
 
-    def noise_sd(self, n: int) -> float:
-        """Standard deviation of one evaluation's noise, from the feasible values of masks of
-        length ``n`` evaluated more than once, pooled with the value model's prior
-        (:func:`~alphanas_optuna.sampler.model.noise_variance`: a quarter of the variance of
-        the masks' means, worth half a degree of freedom); infinite with neither."""
-        total_ssd, dof, masks, total, squares = self._pool.get(n, [0.0, 0.0, 0, 0.0, 0.0])
+    def record(self, n: int, code: int) -> MaskRecord | None:
+        """The record of one mask, for its evaluations and feasibility counts, without
+        recounting its values (:meth:`records` does that)."""
+        return self.by_length.get(n, {}).get(code)
+
+    def noise_sd(self, n: int) -> tuple[float, float]:
+        """Standard deviation of one evaluation's noise and the degrees of freedom it rests on:
+        the spread of the feasible values of masks of length ``n`` evaluated more than once,
+        pooled with a prior as the value model's
+        (:func:`~alphanas_optuna.sampler.model.noise_variance`): a quarter of the variance of
+        the feasible masks' means, worth half a degree of freedom. ``(inf, 0)`` while that is 0
+        (no repeats that differ, and no two masks whose means differ): nothing sets a scale."""
+        total_ssd, dof, masks, total, squares, _ = self._pool.get(n, [0.0, 0.0, 0, 0.0, 0.0, 0.0])
         spread = max(squares / masks - (total / masks) ** 2, 0.0) if masks > 1 else 0.0
         prior_dof = NOISE_PRIOR_DOF if masks > 1 else 0.0
-        if dof + prior_dof <= 0:
-            return math.inf
-        variance = (prior_dof * NOISE_PRIOR_VARIANCE * spread + total_ssd) / (prior_dof + dof)
-        return math.sqrt(max(variance, 0.0))
+        variance = prior_dof * NOISE_PRIOR_VARIANCE * spread + total_ssd
+        if variance <= 0.0:
+            return math.inf, 0.0
+        return math.sqrt(variance / (prior_dof + dof)), dof + prior_dof
 
     def fidelities(self, n: int) -> list[str | None]:
         """The named fidelities of the values of masks of length ``n``, the reference first

@@ -152,9 +152,10 @@ class AlphaNASSampler(BaseGASampler):
     its generation and makes the mask infeasible evidence; if it recorded what it measured
     (user attribute ``quality``, or ``accuracy`` in a two-objective study, as
     :class:`~alphanas_optuna.AlphaNASObjective` does) that value is evidence too, unless the mask
-    was feasible on other evaluations and the value lies more than four noise standard
-    deviations below theirs: that is a fine-tune that failed on its seed (it fell to the
-    majority class, say), which counts against the mask's feasibility but not in its value
+    was feasible on other evaluations and the value lies far below theirs (more than four
+    standard deviations of the gap, widened to the Student-t quantile while the noise estimate
+    rests on few repeats): that is a fine-tune that failed on its seed (it fell to the majority
+    class, say), which counts against the mask's feasibility but not in its value
     (:meth:`~alphanas_optuna.sampler.evidence.Evidence.records`). A mask that
     was never feasible enters the value model once, at the lowest value of the feasible masks
     or its own if higher (it is worse by an unknown margin; see
@@ -559,7 +560,7 @@ class AlphaNASSampler(BaseGASampler):
             code, origin, parent = self._choose(study, snapshot, generation, n, taken, rng)
             if exhausted and origin != "reevaluation":
                 origin += " (repeat)"
-            record = snapshot.digest.evidence.records(n).get(code)
+            record = snapshot.digest.evidence.record(n, code)
             evaluation = 0 if record is None else record.n_evaluations
             bits = list(mask_from_code(code, n))
             self._decided[trial._trial_id] = bits
