@@ -72,23 +72,36 @@ class MaskRecord:
     feasible_values: list[float] = field(default_factory=lambda: [0, 0.0, 0.0])
     feasible_groups: dict[str | None, list[float]] = field(default_factory=dict)
     pruned_values: list[tuple[float, str | None]] = field(default_factory=list)
+    _counted: tuple[float, float] = field(default=(math.inf, -math.inf), repr=False)
 
     def count_values(self, limit: float) -> None:
         """Set ``count``, ``mean``, ``ssd`` and ``groups`` from the feasible values and the
         pruned ones that count: all of them while no value is feasible, else those at most
         ``limit`` times ``sqrt(1 + 1 / k)`` under the mean of the ``k`` feasible values (with
         ``limit`` a multiple of the noise sd, that is the multiple of the sd of the gap between
-        one draw and the mean of ``k`` others)."""
+        one draw and the mean of ``k`` others). Also notes the range of limits that would count
+        the same values, so that :meth:`counted_under` can tell when to count again."""
         stats = list(self.feasible_values)
         groups = {g: list(v) for g, v in self.feasible_groups.items()}
         k, mean, _ = self.feasible_values
-        floor = mean - limit * math.sqrt(1.0 + 1.0 / k) if k else -math.inf
+        scale = math.sqrt(1.0 + 1.0 / k) if k else 1.0
+        lo, hi = -math.inf, math.inf
         for value, fidelity in self.pruned_values:
-            if value >= floor:
+            gap = (mean - value) / scale if k else -math.inf
+            if gap <= limit:
                 _welford(stats, value)
                 _welford(groups.setdefault(fidelity, [0, 0.0, 0.0]), value)
+                lo = max(lo, gap)
+            else:
+                hi = min(hi, gap)
         self.count, self.mean, self.ssd = stats
         self.groups = groups
+        self._counted = (lo, hi)
+
+    def counted_under(self, limit: float) -> bool:
+        """Whether :meth:`count_values` with ``limit`` would count the values counted now."""
+        lo, hi = self._counted
+        return lo <= limit and (limit < hi or hi == math.inf)
 
     @property
     def n_evaluations(self) -> int:
@@ -237,6 +250,7 @@ class Evidence:
                 record.pruned_values.append((value, fidelity))
             if record.pruned_values and record.feasible_values[0]:
                 self._mixed.setdefault(n, {})[code] = record
+                record._counted = (math.inf, -math.inf)  # its values changed: count again
             else:
                 record.count_values(math.inf)
             if self._mixed.get(n):
@@ -265,7 +279,8 @@ class Evidence:
             sd, dof = self.noise_sd(n)
             limit = t_quantile(COLLAPSE_SDS, dof) * sd if dof > 0 else math.inf
             for record in self._mixed.get(n, {}).values():
-                record.count_values(limit)
+                if not record.counted_under(limit):
+                    record.count_values(limit)
         return self.by_length.get(n, {})
 
     def record(self, n: int, code: int) -> MaskRecord | None:
