@@ -224,6 +224,27 @@ def test_pruned_trials_fill_generations_and_are_never_elites() -> None:
         assert not set(attrs[f"AlphaNASSampler:parent:{g}"]) & pruned_ids
 
 
+def test_a_resumed_study_with_nothing_feasible_under_either_setting_goes_on() -> None:
+    """Pruned trials that recorded their value under two training settings (a study resumed
+    with other settings, every trial so far below the floor): the sampler still proposes, and
+    ``winner`` says there is no answer. (The value model's data had no rows to fit and raised.)"""
+    sampler = AlphaNASSampler(seed=0, population_size=4)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+
+    def objective(trial: optuna.Trial) -> float:
+        mask = suggest_mask(trial, 6)
+        trial.set_user_attr("quality", 0.1 * sum(mask))
+        trial.set_user_attr("fidelity", "short" if trial.number < 5 else "long")
+        raise optuna.TrialPruned()
+
+    study.optimize(objective, n_trials=10)
+    assert len(study.trials) == 10
+    assert all(t.state == TrialState.PRUNED for t in study.trials)
+    assert len(set(_masks(study))) == 10
+    with pytest.raises(ValueError, match="feasible at least as often as not"):
+        winner(study)
+
+
 def test_failed_trials_count_for_nothing() -> None:
     sampler = AlphaNASSampler(seed=0, population_size=4, reevaluation_share=0.0)
     study = optuna.create_study(direction="maximize", sampler=sampler)

@@ -407,6 +407,9 @@ class Evidence:
             i = index.get(r.last_fidelity, 0)
             i = i if i in floors else min(floors)
             rows.append((r.code, 1, max(r.groups[r.last_fidelity][1], floors[i]), 0.0, i))
+        if not rows:  # nothing feasible yet, under any fidelity
+            empty = np.zeros(0)
+            return np.zeros(0, dtype=np.int64), empty, empty, empty, np.zeros(0, dtype=np.int64)
         columns = list(zip(*rows))
         counts, means, ssd = (np.array(c, dtype=float) for c in columns[1:4])
         return (
