@@ -53,10 +53,8 @@ def _range(text: str) -> list[int]:
 
 def _task(spec: tuple) -> tuple:
     """One study; returns ``(family, instance, sampler, seed, {trials: (regret, pruned)})``."""
-    code, family, instance, sampler, seed, n_trials, lam, sigma, n_layers, full_acc, floor = spec[
-        :11
-    ]
-    collapse_rate = spec[11] if len(spec) > 11 else 0.0
+    code, family, instance, sampler, seed, n_trials, lam, sigma = spec[:8]
+    n_layers, full_acc, floor, collapse_rate = spec[8:]
     # The sampler under test comes from ``code`` (a checkout); the harness from this directory.
     for path in (str(HERE), str(code) if code else None):
         if path and path not in sys.path:

@@ -171,6 +171,29 @@ def _welford(stats: list[float], value: float) -> None:
     stats[2] += delta * (value - stats[1])
 
 
+@dataclass
+class _NoisePool:
+    """Running sums of the masks' feasible values, for :meth:`Evidence.noise_sd`: their sums of
+    squared deviations and degrees of freedom, and the number, sum and sum of squares of the
+    masks' means, taken from ``shift`` (the first value) so that they do not cancel."""
+
+    shift: float
+    ssd: float = 0.0
+    dof: float = 0.0
+    masks: int = 0
+    total: float = 0.0
+    squares: float = 0.0
+
+    def fold(self, stats: list[float], sign: float) -> None:
+        """Add (``sign`` 1) or take away (-1) one mask's ``[count, mean, ssd]``."""
+        k, m, d = stats
+        self.ssd += sign * d
+        self.dof += sign * (k - 1)
+        self.masks += int(sign)
+        self.total += sign * (m - self.shift)
+        self.squares += sign * (m - self.shift) ** 2
+
+
 class Evidence:
     """Per mask length, every evaluated mask's :class:`MaskRecord`.
 
@@ -195,11 +218,10 @@ class Evidence:
         self._latest: dict[int, tuple[int, str]] = {}
         # Per length: masks with both feasible and pruned values (whose counted values depend on
         # the noise estimate), whether they need recounting, and the running sums of the
-        # feasible values for that estimate: sum of ssd, its degrees of freedom, number of
-        # masks, sum and sum of squares of their means less the last item, the first value.
+        # feasible values for that estimate.
         self._mixed: dict[int, dict[int, MaskRecord]] = {}
         self._stale: set[int] = set()
-        self._pool: dict[int, list[float]] = {}
+        self._pool: dict[int, _NoisePool] = {}
 
     def add(
         self,
@@ -230,22 +252,12 @@ class Evidence:
             record.n_infeasible += 1
         if value is not None and math.isfinite(value):
             if feasible:
-                # Sums of the means taken from the first one, so that they do not cancel.
-                pool = self._pool.setdefault(n, [0.0, 0.0, 0, 0.0, 0.0, value])
-                k, m, d = record.feasible_values
-                if k:
-                    pool[0] -= d
-                    pool[1] -= k - 1
-                    pool[3] -= m - pool[5]
-                    pool[4] -= (m - pool[5]) ** 2
+                pool = self._pool.setdefault(n, _NoisePool(value))
+                if record.feasible_values[0]:
+                    pool.fold(record.feasible_values, -1.0)
                 _welford(record.feasible_values, value)
                 _welford(record.feasible_groups.setdefault(fidelity, [0, 0.0, 0.0]), value)
-                k, m, d = record.feasible_values
-                pool[0] += d
-                pool[1] += k - 1
-                pool[2] += k == 1
-                pool[3] += m - pool[5]
-                pool[4] += (m - pool[5]) ** 2
+                pool.fold(record.feasible_values, 1.0)
             else:
                 record.pruned_values.append((value, fidelity))
             if record.pruned_values and record.feasible_values[0]:
@@ -295,13 +307,16 @@ class Evidence:
         (:func:`~alphanas_optuna.sampler.model.noise_variance`): a quarter of the variance of
         the feasible masks' means, worth half a degree of freedom. ``(inf, 0)`` while that is 0
         (no repeats that differ, and no two masks whose means differ): nothing sets a scale."""
-        total_ssd, dof, masks, total, squares, _ = self._pool.get(n, [0.0, 0.0, 0, 0.0, 0.0, 0.0])
-        spread = max(squares / masks - (total / masks) ** 2, 0.0) if masks > 1 else 0.0
+        pool = self._pool.get(n, _NoisePool(0.0))
+        masks = pool.masks
+        spread = max(pool.squares / masks - (pool.total / masks) ** 2, 0.0) if masks > 1 else 0.0
         prior_dof = NOISE_PRIOR_DOF if masks > 1 else 0.0
-        variance = prior_dof * NOISE_PRIOR_VARIANCE * spread + total_ssd
+        # As noise_variance pools them, without its rule for deterministic objectives (whose
+        # masks are never both feasible and pruned).
+        variance = prior_dof * NOISE_PRIOR_VARIANCE * spread + pool.ssd
         if variance <= 0.0:
             return math.inf, 0.0
-        return math.sqrt(variance / (prior_dof + dof)), dof + prior_dof
+        return math.sqrt(variance / (prior_dof + pool.dof)), pool.dof + prior_dof
 
     def fidelities(self, n: int) -> list[str | None]:
         """The named fidelities of the values of masks of length ``n``, the reference first
