@@ -608,6 +608,43 @@ def test_a_single_worker_does_not_reread_the_storage_per_ask(
     assert len(calls) <= 1  # Only the first ask of this object checks its claim.
 
 
+def test_deciding_a_new_trial_reads_no_system_attributes_back(tmp_path: Path) -> None:
+    """Optuna hands ``sample_independent`` a trial whose system attributes load lazily, one
+    storage query each; a trial this object created holds none of the sampler's yet."""
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        direction="maximize",
+        sampler=AlphaNASSampler(seed=0),
+    )
+    storage = study._storage
+    reads: list[int] = []
+    original = storage.get_trial_system_attrs
+
+    def counting(trial_id: int) -> dict[str, Any]:
+        reads.append(trial_id)
+        return original(trial_id)
+
+    storage.get_trial_system_attrs = counting  # type: ignore[method-assign]
+    study.optimize(_objective(), n_trials=15)
+    assert reads == []
+    in_memory = optuna.create_study(direction="maximize", sampler=AlphaNASSampler(seed=0))
+    in_memory.optimize(_objective(), n_trials=15)
+    assert _masks(study) == _masks(in_memory)
+
+
+def test_a_trial_decided_by_another_sampler_object_keeps_its_mask() -> None:
+    """The proposal in the storage is the mask: a second sampler object that takes over a
+    trial half-way through its mask gives the remaining bits of the same mask."""
+    study = optuna.create_study(direction="maximize", sampler=AlphaNASSampler(seed=0))
+    study.optimize(_objective(), n_trials=12)
+    trial = study.ask()
+    first = [trial.suggest_categorical(f"layer_{i:02d}", [0, 1]) for i in range(4)]
+    proposal = study._storage.get_trial_system_attrs(trial._trial_id)[PROPOSAL]["mask"]
+    study.sampler = AlphaNASSampler(seed=1)
+    mask = first + [trial.suggest_categorical(f"layer_{i:02d}", [0, 1]) for i in range(4, 8)]
+    assert format_mask(mask) == proposal
+
+
 # --------------------------------------------------------------------------------------------------
 # Noise: re-evaluations and the handshake with the objective
 
