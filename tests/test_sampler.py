@@ -395,6 +395,30 @@ def test_children_rarely_drop_a_layer_whose_loss_was_seen_to_collapse_the_model(
     assert np.mean(pruned) < 10.0, pruned
 
 
+def test_a_mask_whose_one_run_failed_by_chance_is_tried_again() -> None:
+    """On a landscape where every mask trains, the best mask's first run falls to chance (a
+    fine-tune that failed on its seed); it is tried again, and named."""
+    best = format_mask((WEIGHTS[:8] > 0).astype(int))
+    failed: list[int] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        mask = format_mask(suggest_mask(trial, 8))
+        if mask == best and not failed:
+            failed.append(trial.number)
+            trial.set_user_attr("quality", 0.0)
+            raise optuna.TrialPruned()
+        return float(np.dot(WEIGHTS[:8], [int(c) for c in mask]))
+
+    study = optuna.create_study(direction="maximize", sampler=AlphaNASSampler(seed=0))
+    study.optimize(objective, n_trials=60)
+    assert failed
+    runs = [t for t in study.trials if format_mask(mask_from_params(t.params)) == best]
+    assert len(runs) >= 2
+    assert runs[1].system_attrs[PROPOSAL]["origin"] == "retry"
+    assert runs[1].system_attrs[PROPOSAL]["evaluation"] == 1
+    assert winner(study).mask == best
+
+
 def test_two_objective_elites_by_rank_then_crowding() -> None:
     points = [(0.90, 100), (0.85, 60), (0.80, 40), (0.89, 90), (0.70, 30), (0.84, 80), (0.60, 90)]
     front = {0, 1, 2, 3, 4}  # 5 and 6 are dominated.

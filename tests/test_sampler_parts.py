@@ -394,6 +394,22 @@ def test_evidence_keeps_welford_moments_and_eligibility() -> None:
     assert not evidence.records(3)[6].eligible  # feasible less often than not
 
 
+def test_once_failed_masks_are_those_evaluated_once_and_infeasible_with_a_value() -> None:
+    evidence = Evidence()
+    evidence.add(3, 1, 0, 0, feasible=False, value=0.5)
+    evidence.add(3, 2, 1, 1, feasible=False, value=None)  # stopped before measuring anything
+    evidence.add(3, 3, 2, 2, feasible=True, value=0.9)
+    evidence.add(3, 4, 3, 3, feasible=False, value=0.4)
+    evidence.add(2, 1, 4, 4, feasible=False, value=0.5)
+    assert evidence.once_failed(3) == {1, 4}
+    assert evidence.once_failed(2) == {1}
+    assert evidence.once_failed(4) == set()
+    evidence.add(3, 1, 5, 5, feasible=True, value=0.8)  # retried: trained this time
+    evidence.add(3, 4, 6, 6, feasible=False, value=0.5)  # retried: failed again
+    evidence.add(3, 3, 7, 7, feasible=False, value=0.5)  # a feasible mask's failed run
+    assert evidence.once_failed(3) == set()
+
+
 def test_model_data_enters_never_feasible_masks_once_at_the_lowest_feasible_mean() -> None:
     evidence = Evidence()
     evidence.add(3, 1, 0, 0, feasible=False, value=0.5)  # nothing feasible yet: no data

@@ -222,6 +222,9 @@ class Evidence:
         self._mixed: dict[int, dict[int, MaskRecord]] = {}
         self._stale: set[int] = set()
         self._pool: dict[int, _NoisePool] = {}
+        # Per length: masks evaluated once, infeasible that time with a value (see
+        # :meth:`once_failed`).
+        self._once_failed: dict[int, set[int]] = {}
 
     def add(
         self,
@@ -250,6 +253,14 @@ class Evidence:
             record.extra = extra
         else:
             record.n_infeasible += 1
+        # A run that measured a value under the floor may have failed on its seed; one stopped
+        # before it measured anything (over the parameter limit, say) would be stopped again.
+        once_failed = self._once_failed.setdefault(n, set())
+        measured = value is not None and math.isfinite(value)
+        if record.n_feasible == 0 and record.n_infeasible == 1 and measured:
+            once_failed.add(code)
+        else:
+            once_failed.discard(code)
         if value is not None and math.isfinite(value):
             if feasible:
                 pool = self._pool.setdefault(n, _NoisePool(value))
@@ -294,6 +305,11 @@ class Evidence:
                 if not record.counted_under(limit):
                     record.count_values(limit)
         return self.by_length.get(n, {})
+
+    def once_failed(self, n: int) -> set[int]:
+        """Codes of the masks of length ``n`` evaluated once, and infeasible that time with a
+        measured value (an accuracy under the floor, say)."""
+        return self._once_failed.get(n, set())
 
     def record(self, n: int, code: int) -> MaskRecord | None:
         """The record of one mask, for its evaluations and feasibility counts, without

@@ -146,7 +146,13 @@ class AlphaNASSampler(BaseGASampler):
     :func:`~alphanas_optuna.sampler.proposals.knowledge_gradient_new`) times the probability of
     feasibility (a logistic regression on the bits and a one-hot of the depth, since pruning
     follows mostly from depth). The same score weighs a new mask against a repeat (above), and
-    screens generation 0's random draws once the model is fitted.
+    screens generation 0's random draws once the model is fitted. A mask evaluated once, and
+    infeasible that time with a measured value (an accuracy under the floor), stays a candidate,
+    scored the same way (its chance of feasibility counts that failure): a brief fine-tune
+    sometimes fails on its seed alone, and a mask whose neighbours all train may be worth a
+    second run. (A run stopped before it measured anything, over the parameter limit say, would
+    be stopped again.) Such a repeat has origin ``"retry"`` and, like a re-evaluation, the next
+    ``"evaluation"`` index (a new training seed).
 
     **Pruned and failed trials.** A PRUNED trial counts as an evaluation of its mask: it fills
     its generation and makes the mask infeasible evidence; if it recorded what it measured
@@ -163,13 +169,14 @@ class AlphaNASSampler(BaseGASampler):
     what dropping its layers costs instead of proposing more children that drop them. A FAIL
     trial counts for nothing: its mask may be proposed again.
 
-    **No duplicates.** A new mask is never one that was evaluated, or that another trial is
-    evaluating (RUNNING) or will evaluate (WAITING with fixed parameters), while a free mask is
-    reachable: the sampler re-draws and, failing that, takes the free mask nearest to an elite.
-    Only when every mask has been evaluated does it repeat one (with a warning, once). When
-    another worker may be deciding at the same time, the sampler re-reads the storage after
-    writing its proposal and, if another trial took the same mask meanwhile, chooses again (up
-    to four tries). A generation may overfill by up to the number of workers, as with NSGA-II.
+    **No duplicates.** Re-evaluations and retries aside (above), a new mask is never one that
+    was evaluated, or that another trial is evaluating (RUNNING) or will evaluate (WAITING with
+    fixed parameters), while a free mask is reachable: the sampler re-draws and, failing that,
+    takes the free mask nearest to an elite. Only when every mask has been evaluated does it
+    repeat one (with a warning, once). When another worker may be deciding at the same time,
+    the sampler re-reads the storage after writing its proposal and, if another trial took the
+    same mask meanwhile, chooses again (up to four tries). A generation may overfill by up to
+    the number of workers, as with NSGA-II.
 
     **Mask length.** Learnt from finished trials, from the proposals of pending ones, or from
     ``n_layers``. The first trial of a study is the full mask, whose length does not matter;
@@ -180,9 +187,9 @@ class AlphaNASSampler(BaseGASampler):
     memos rebuildable from them):
 
     * ``AlphaNASSampler:proposal`` (trial system attribute): ``{"mask": "110111", "origin":
-      "full" | "design" | "screened" | "random" | "child" | "reevaluation", "parent": <trial
-      number or None>, "generation": <g>, "evaluation": <k>}``, written once, when the objective
-      asks for the first mask bit.
+      "full" | "design" | "screened" | "random" | "child" | "retry" | "reevaluation", "parent":
+      <trial number or None>, "generation": <g>, "evaluation": <k>}``, written once, when the
+      objective asks for the first mask bit.
     * ``AlphaNASSampler:generation`` (trial system attribute): the generation of a trial whose
       mask did not come from the sampler (enqueued or fixed parameters), written when it ends.
     * ``AlphaNASSampler:parent:<g>`` (study system attribute): the trial ids standing for
@@ -640,9 +647,18 @@ class AlphaNASSampler(BaseGASampler):
             # a child, and weighed against a repeat.
             neighbours = None
             estimates = self._estimates(snapshot.digest, n, study.directions) if model_on else None
+            # A mask whose one evaluation was infeasible is a candidate again, scored like a
+            # new one: a brief fine-tune sometimes fails on its seed alone, and the feasibility
+            # model, whose fit counts that failure, says how likely that was.
+            retryable = snapshot.digest.evidence.once_failed(n) - snapshot.pending
             if codes and estimates is not None and estimates.model is not None:
                 candidates, parents = proposals.neighbourhood(
-                    codes, n, self._search_radius, taken, self._n_candidates, rng
+                    codes,
+                    n,
+                    self._search_radius,
+                    taken - retryable if retryable and taken else taken,
+                    self._n_candidates,
+                    rng,
                 )
                 if len(candidates):
                     score = self._acquisition(snapshot.digest, estimates, candidates, n)
@@ -652,7 +668,7 @@ class AlphaNASSampler(BaseGASampler):
                 return again
             if codes:
                 code, k = self._child(codes, n, taken, rng, neighbours)
-                return code, "child", elites[k]
+                return code, "retry" if code in retryable else "child", elites[k]
         if model_on:
             chosen = self._initial(study, snapshot, n, taken, rng)
             if chosen is not None:
