@@ -266,8 +266,9 @@ class AlphaNASObjective:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         two_objectives = check_directions(trial.study.directions)
         mask = suggest_mask(trial, self.n_layers, self.prefix)
-        # A re-evaluation (the sampler's k-th repeat of a mask) is trained with another seed and
-        # never answered from an earlier trial: it exists to measure the mask again. Its fidelity
+        # A repeat (the sampler's k-th of a mask: a re-evaluation, or a retry of a failed run) is
+        # trained with another seed and never answered from an earlier trial: it exists to
+        # measure the mask again. Its fidelity
         # stays the first evaluation's, so that all evaluations of a mask are pooled.
         evaluation = evaluation_index(trial)
         record = TrialRecord(

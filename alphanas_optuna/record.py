@@ -51,7 +51,7 @@ class TrialRecord:
         pruned_at_step: The step at which a pruner stopped it.
         fail_reason: Why its training failed (FAIL trials).
         evaluation: Which evaluation of its mask this is: 0 (or absent) for the first, k for the
-            k-th re-evaluation the sampler asked for.
+            k-th repeat the sampler asked for (a re-evaluation, or a retry of a failed run).
         seed: The training seed it was trained with (``[training] seed + evaluation``).
     """
 

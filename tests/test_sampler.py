@@ -656,6 +656,31 @@ def test_deciding_a_new_trial_reads_no_system_attributes_back(tmp_path: Path) ->
     assert _masks(study) == _masks(in_memory)
 
 
+def test_a_requeued_trial_whose_worker_died_mid_mask_finishes_that_mask() -> None:
+    """The retry of a trial killed after some of its bits were suggested carries its proposal:
+    the next worker (a new sampler object) gives the rest of that mask, not a new one."""
+    import time
+
+    from alphanas_optuna.search import recover_dead_trials
+
+    study = optuna.create_study(
+        direction="maximize", sampler=AlphaNASSampler(seed=0, surrogate=False)
+    )
+    study.optimize(_objective(), n_trials=15)
+    trial = study.ask()
+    for i in range(3):  # the worker dies after 3 of the 8 bits
+        trial.suggest_categorical(f"layer_{i:02d}", [0, 1])
+    taken_over = study._storage.get_trial_system_attrs(trial._trial_id)[PROPOSAL]["mask"]
+    time.sleep(0.05)
+    assert recover_dead_trials(study, grace_period=0.01) == [trial.number]
+    study.sampler = AlphaNASSampler(seed=1, surrogate=False)  # the next `alphanas search`
+    study.optimize(_objective(), n_trials=1)
+    retry = study.trials[-1]
+    assert retry.number != trial.number
+    assert format_mask(mask_from_params(retry.params)) == taken_over
+    assert retry.system_attrs[PROPOSAL]["mask"] == taken_over
+
+
 def test_a_trial_decided_by_another_sampler_object_keeps_its_mask() -> None:
     """The proposal in the storage is the mask: a second sampler object that takes over a
     trial half-way through its mask gives the remaining bits of the same mask."""

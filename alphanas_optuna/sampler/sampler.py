@@ -189,7 +189,8 @@ class AlphaNASSampler(BaseGASampler):
     * ``AlphaNASSampler:proposal`` (trial system attribute): ``{"mask": "110111", "origin":
       "full" | "design" | "screened" | "random" | "child" | "retry" | "reevaluation", "parent":
       <trial number or None>, "generation": <g>, "evaluation": <k>}``, written once, when the
-      objective asks for the first mask bit.
+      objective asks for the first mask bit (once every mask has been evaluated, an origin
+      other than ``"reevaluation"`` ends in ``" (repeat)"``).
     * ``AlphaNASSampler:generation`` (trial system attribute): the generation of a trial whose
       mask did not come from the sampler (enqueued or fixed parameters), written when it ends.
     * ``AlphaNASSampler:parent:<g>`` (study system attribute): the trial ids standing for
@@ -210,7 +211,8 @@ class AlphaNASSampler(BaseGASampler):
             algorithm.
         reevaluation_share: Largest share of the trials spent re-evaluating masks, in [0, 1);
             only a new leader's confirmation may use it before the trials after generation 0
-            allow; 0 turns re-evaluation off.
+            allow; 0 turns re-evaluation off. (Retries of a mask whose one run failed are
+            children, outside this share.)
         search_radius: With the surrogate, the candidate children are the masks within this many
             flips of an elite (at least 1; ``mutation_rate`` applies to the plain algorithm).
         n_candidates: Most masks the model scores per proposal (at least 1).
@@ -300,10 +302,10 @@ class AlphaNASSampler(BaseGASampler):
         self._digests: dict[tuple[int, int], StudyDigest] = {}
         # Masks decided for trials this process is running: trial id -> bits (or lazy bits).
         self._decided: dict[int, list[int]] = {}
-        # Trials created through this object (seen by ``before_trial``) and not decided yet:
-        # no proposal or generation can be stored for them, so deciding their mask skips reading
-        # their system attributes back (Optuna loads them lazily, one storage query per trial;
-        # about 4% of an ask on a SQLite study).
+        # Trials that started through this object (``before_trial``) with no proposal or
+        # generation stored, and are not decided yet: deciding their mask skips reading their
+        # system attributes back (Optuna hands ``sample_independent`` a trial whose attributes
+        # load lazily, one storage query per trial; about 4% of an ask on a SQLite study).
         self._fresh: set[int] = set()
         self._warned_exhausted = False
         # Number of the last trial this object decided a mask for, per study (a hint only).
@@ -383,8 +385,13 @@ class AlphaNASSampler(BaseGASampler):
             return self._bit(decided, index)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        with self._lock:
-            self._fresh.add(trial._trial_id)
+        # ``trial`` holds its system attributes already (read with the trial). A trial re-queued
+        # after its worker died (``alphanas search`` retries it) carries the proposal it had, and
+        # must finish that mask.
+        attrs = trial.system_attrs
+        if self.proposal_key() not in attrs and self._get_generation_key() not in attrs:
+            with self._lock:
+                self._fresh.add(trial._trial_id)
         self._fallback.before_trial(study, trial)
 
     def after_trial(
@@ -588,9 +595,9 @@ class AlphaNASSampler(BaseGASampler):
             # mask since the snapshot; if one did, give it up and choose again.
             if exhausted or attempt == _MAX_CLAIMS - 1 or not shared:
                 break
-            fresh = study._storage.get_all_trials(study._study_id, deepcopy=False)
+            latest = study._storage.get_all_trials(study._study_id, deepcopy=False)
             if not claimed_elsewhere(
-                fresh,
+                latest,
                 trial._trial_id,
                 code,
                 snapshot.digest,
@@ -940,10 +947,11 @@ class AlphaNASSampler(BaseGASampler):
 
 
 def evaluation_index(trial: optuna.trial.BaseTrial) -> int:
-    """Which evaluation of its mask ``trial`` is: 0 for a mask's first, k for its k-th
-    re-evaluation (read from the sampler's proposal; 0 for trials whose mask did not come from
-    :class:`AlphaNASSampler`). Call it after the mask was suggested. An objective trains the
-    k-th evaluation with another seed, and never answers a re-evaluation from earlier results."""
+    """Which evaluation of its mask ``trial`` is: 0 for a mask's first, k for its k-th repeat
+    (a re-evaluation or a retry; read from the sampler's proposal; 0 for trials whose mask did
+    not come from :class:`AlphaNASSampler`). Call it after the mask was suggested. An objective
+    trains the k-th evaluation with another seed, and never answers a repeat from earlier
+    results."""
     storage = getattr(trial, "storage", None)
     trial_id = getattr(trial, "_trial_id", None)
     if storage is None or trial_id is None:
