@@ -656,6 +656,22 @@ def test_deciding_a_new_trial_reads_no_system_attributes_back(tmp_path: Path) ->
     assert _masks(study) == _masks(in_memory)
 
 
+def test_two_studies_sharing_one_sampler_keep_their_own_masks_when_asked_in_turn() -> None:
+    """Two in-memory studies both have a trial 0, 1, ...: what the sampler decided for one
+    study's trial is not another study's."""
+    sampler = AlphaNASSampler(seed=0)
+    studies = [optuna.create_study(direction="maximize", sampler=sampler) for _ in range(2)]
+    for _ in range(12):
+        trials = [study.ask() for study in studies]
+        assert trials[0]._trial_id == trials[1]._trial_id
+        masks = [suggest_mask(trial, 8) for trial in trials]
+        for study, trial, mask in zip(studies, trials, masks):
+            study.tell(trial, float(np.dot(WEIGHTS[:8], mask)))
+    for study in studies:
+        for t in study.trials:
+            assert t.system_attrs[PROPOSAL]["mask"] == format_mask(mask_from_params(t.params))
+
+
 def test_a_requeued_trial_whose_worker_died_mid_mask_finishes_that_mask() -> None:
     """The retry of a trial killed after some of its bits were suggested carries its proposal:
     the next worker (a new sampler object) gives the rest of that mask, not a new one."""

@@ -300,13 +300,15 @@ class AlphaNASSampler(BaseGASampler):
         self._lock = threading.RLock()
         # In-process memos, all rebuildable from the storage.
         self._digests: dict[tuple[int, int], StudyDigest] = {}
-        # Masks decided for trials this process is running: trial id -> bits (or lazy bits).
-        self._decided: dict[int, list[int]] = {}
+        # Masks decided for trials this process is running: (study key, trial id) -> bits (or
+        # lazy bits). Trial ids are unique within a storage only: two in-memory studies that
+        # share this object both have a trial 0.
+        self._decided: dict[tuple[int, int, int], list[int]] = {}
         # Trials that started through this object (``before_trial``) with no proposal or
         # generation stored, and are not decided yet: deciding their mask skips reading their
         # system attributes back (Optuna hands ``sample_independent`` a trial whose attributes
         # load lazily, one storage query per trial; about 4% of an ask on a SQLite study).
-        self._fresh: set[int] = set()
+        self._fresh: set[tuple[int, int, int]] = set()
         self._warned_exhausted = False
         # Number of the last trial this object decided a mask for, per study (a hint only).
         self._last_numbers: dict[tuple[int, int], int] = {}
@@ -375,12 +377,13 @@ class AlphaNASSampler(BaseGASampler):
         if index is None:
             return self._fallback.sample_independent(study, trial, param_name, param_distribution)
         with self._lock:
-            decided = self._decided.get(trial._trial_id)
-            fresh = trial._trial_id in self._fresh
+            key = self._trial_key(study, trial)
+            decided = self._decided.get(key)
+            fresh = key in self._fresh
             if decided is None and not fresh:
-                decided = self._stored_proposal(trial)
+                decided = self._stored_proposal(key, trial)
             if decided is None:
-                self._fresh.discard(trial._trial_id)
+                self._fresh.discard(key)
                 decided = self._decide(study, trial, fresh)
             return self._bit(decided, index)
 
@@ -391,7 +394,7 @@ class AlphaNASSampler(BaseGASampler):
         attrs = trial.system_attrs
         if self.proposal_key() not in attrs and self._get_generation_key() not in attrs:
             with self._lock:
-                self._fresh.add(trial._trial_id)
+                self._fresh.add(self._trial_key(study, trial))
         self._fallback.before_trial(study, trial)
 
     def after_trial(
@@ -402,8 +405,9 @@ class AlphaNASSampler(BaseGASampler):
         values: Sequence[float] | None,
     ) -> None:
         with self._lock:
-            decided = self._decided.pop(trial._trial_id, None)
-            self._fresh.discard(trial._trial_id)
+            key = self._trial_key(study, trial)
+            decided = self._decided.pop(key, None)
+            self._fresh.discard(key)
             self._fold_own(study, trial, state, values, decided is not None)
         final = mask_from_params(trial.params, self._prefix)
         if isinstance(decided, _LazyBits) and final:
@@ -557,7 +561,7 @@ class AlphaNASSampler(BaseGASampler):
                 snapshot.others_pending and self._full_claimed_elsewhere(study, trial)
             )
             decided = _LazyBits(fill=1 if full_first else None)
-            self._decided[trial._trial_id] = decided
+            self._decided[self._trial_key(study, trial)] = decided
             self._write_proposal(
                 study, trial, None, "full" if full_first else "random", None, generation, 0
             )
@@ -589,7 +593,7 @@ class AlphaNASSampler(BaseGASampler):
             record = snapshot.digest.evidence.record(n, code)
             evaluation = 0 if record is None else record.n_evaluations
             bits = list(mask_from_code(code, n))
-            self._decided[trial._trial_id] = bits
+            self._decided[self._trial_key(study, trial)] = bits
             self._write_proposal(study, trial, bits, origin, parent, generation, evaluation)
             # Optimistic claim: check that no other trial (another worker's, say) took the same
             # mask since the snapshot; if one did, give it up and choose again.
@@ -874,6 +878,9 @@ class AlphaNASSampler(BaseGASampler):
             return newest
         return newest + 1
 
+    def _trial_key(self, study: Study, trial: FrozenTrial) -> tuple[int, int, int]:
+        return (*self._study_key(study), trial._trial_id)
+
     def _study_key(self, study: Study) -> tuple[int, int]:
         """Key of a study's caches. The storage is kept alive with the caches, so its ``id`` is
         never recycled for another storage while they exist."""
@@ -906,15 +913,16 @@ class AlphaNASSampler(BaseGASampler):
         mask = self._mask_of(trial)
         return None if mask is None else mask_to_code(mask)
 
-    def _stored_proposal(self, trial: FrozenTrial) -> list[int] | None:
-        """The mask decided for this trial by an earlier sampler object, if any (rare)."""
+    def _stored_proposal(self, key: tuple[int, int, int], trial: FrozenTrial) -> list[int] | None:
+        """The mask decided for this trial (``key``) by an earlier sampler object, if any
+        (rare)."""
         proposal = trial.system_attrs.get(self.proposal_key(), None)
         if not isinstance(proposal, dict):
             return None
         text = proposal.get("mask")
         if isinstance(text, str) and text:
             bits = [int(c) for c in text]
-            self._decided[trial._trial_id] = bits
+            self._decided[key] = bits
             return bits
         return None
 
