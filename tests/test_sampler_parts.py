@@ -136,6 +136,35 @@ def test_fit_solves_the_weighted_ridge_at_its_variance_components() -> None:
     assert model.tau2 >= 0.05
 
 
+def test_predict_left_out_is_the_fit_without_the_row() -> None:
+    """Against a refit of the weighted ridge without each row, at the fitted variance
+    components (what the closed form holds fixed)."""
+    rng = np.random.default_rng(1)
+    n = 5
+    codes = rng.permutation(np.arange(1, 2**n))[:18]
+    counts = rng.integers(1, 4, len(codes)).astype(float)
+    means = value_features(codes, n) @ rng.normal(size=2 * n) + rng.normal(0, 0.3, len(codes))
+    means[3] = means.min() - 2.0  # a collapsed run entered far below the rest
+    model = ValueModel.fit(n, codes, counts, means, 0.09 * (counts - 1))
+    assert model is not None
+    got_mean, got_sd = model.predict_left_out(codes, counts, means)
+    y = (means - model.y_mean) / model.y_scale
+    x = value_features(codes, n)
+    w = 1.0 / (model.tau2 + model.sigma2 / counts)
+    prior = np.diag([1e-4] + [1.0] * n + [4.0] * (n - 1))
+    for i in range(len(codes)):
+        keep = np.arange(len(codes)) != i
+        xk, wk = x[keep], w[keep]
+        cov = np.linalg.inv(xk.T @ (xk * wk[:, None]) + prior)
+        beta = cov @ (xk.T @ (wk * y[keep]))
+        mean = (x[i] @ beta) * model.y_scale + model.y_mean
+        sd = math.sqrt(model.tau2 + x[i] @ cov @ x[i]) * model.y_scale
+        assert got_mean[i] == pytest.approx(mean, rel=1e-7, abs=1e-9)
+        assert got_sd[i] == pytest.approx(sd, rel=1e-7)
+    # Left out, the collapsed row is predicted from its neighbours: far above what it entered at.
+    assert got_mean[3] > model.predict(codes[3:4])[0][0] > means[3]
+
+
 def test_fit_with_several_fidelities_adds_one_offset_per_earlier_fidelity() -> None:
     rng = np.random.default_rng(2)
     n = 4
@@ -408,6 +437,25 @@ def test_once_failed_masks_are_those_evaluated_once_and_infeasible_with_a_value(
     evidence.add(3, 4, 6, 6, feasible=False, value=0.5)  # retried: failed again
     evidence.add(3, 3, 7, 7, feasible=False, value=0.5)  # a feasible mask's failed run
     assert evidence.once_failed(3) == set()
+
+
+def test_collapsed_once_are_the_once_failed_far_under_every_feasible_value() -> None:
+    evidence = Evidence()
+    evidence.add(3, 1, 0, 0, feasible=False, value=-1e6)
+    assert evidence.collapsed_once(3) == set()  # nothing feasible: no scale
+    for i, (code, v) in enumerate([(7, 0.9), (7, 0.8), (3, 0.7)], start=1):
+        evidence.add(3, code, i, i, feasible=True, value=v)
+    # The noise by hand: the repeats' ssd 0.005 on 1 dof, with the prior of a quarter of the
+    # variance of the masks' means (0.85, 0.7) worth half a degree of freedom.
+    spread = ((0.85 - 0.775) ** 2 + (0.7 - 0.775) ** 2) / 2
+    sd = math.sqrt((0.5 * 0.25 * spread + 0.005) / 1.5)
+    bar = 0.7 - t_quantile(4.0, 1.5) * sd
+    evidence.add(3, 2, 4, 4, feasible=False, value=bar - 0.01)
+    evidence.add(3, 4, 5, 5, feasible=False, value=bar + 0.01)
+    evidence.add(3, 5, 6, 6, feasible=False, value=None)
+    assert evidence.once_failed(3) == {1, 2, 4}
+    assert bar < 0.0  # the t quantile on 1.5 degrees of freedom is wide
+    assert evidence.collapsed_once(3) == {1, 2}
 
 
 def test_model_data_enters_never_feasible_masks_once_at_the_lowest_feasible_mean() -> None:

@@ -223,8 +223,9 @@ class Evidence:
         self._stale: set[int] = set()
         self._pool: dict[int, _NoisePool] = {}
         # Per length: masks evaluated once, infeasible that time with a value (see
-        # :meth:`once_failed`).
+        # :meth:`once_failed`), and the lowest feasible value.
         self._once_failed: dict[int, set[int]] = {}
+        self._lowest_feasible: dict[int, float] = {}
 
     def add(
         self,
@@ -263,6 +264,7 @@ class Evidence:
             once_failed.discard(code)
         if value is not None and math.isfinite(value):
             if feasible:
+                self._lowest_feasible[n] = min(value, self._lowest_feasible.get(n, math.inf))
                 pool = self._pool.setdefault(n, _NoisePool(value))
                 if record.feasible_values[0]:
                     pool.fold(record.feasible_values, -1.0)
@@ -310,6 +312,23 @@ class Evidence:
         """Codes of the masks of length ``n`` evaluated once, and infeasible that time with a
         measured value (an accuracy under the floor, say)."""
         return self._once_failed.get(n, set())
+
+    def collapsed_once(self, n: int) -> set[int]:
+        """Codes of the :meth:`once_failed` masks of length ``n`` whose value lies more than
+        :data:`COLLAPSE_SDS` standard deviations of the noise (the Student-t quantile of that
+        tail, as :meth:`records` widens it) below every feasible value: a run that fell far
+        under the floor, as a fine-tune that collapsed on its seed does, rather than just under
+        it. Empty while no noise estimate sets a scale."""
+        codes = self._once_failed.get(n)
+        lowest = self._lowest_feasible.get(n)
+        if not codes or lowest is None:
+            return set()
+        sd, dof = self.noise_sd(n)
+        if dof <= 0:
+            return set()
+        bar = lowest - t_quantile(COLLAPSE_SDS, dof) * sd
+        records = self.by_length[n]
+        return {c for c in codes if records[c].pruned_values[0][0] < bar}
 
     def record(self, n: int, code: int) -> MaskRecord | None:
         """The record of one mask, for its evaluations and feasibility counts, without

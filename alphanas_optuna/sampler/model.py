@@ -255,6 +255,26 @@ class ValueModel:
         var = self.tau2 + _quadratic_forms(x, self.cov)
         return x @ self.beta * self.y_scale + self.y_mean, np.sqrt(var) * self.y_scale
 
+    def predict_left_out(
+        self, codes: np.ndarray, counts: np.ndarray, means: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation (original units) of the value of masks that are rows of
+        the fit (reference fidelity, ``counts`` evaluations with mean ``means`` each), as
+        :meth:`predict` would give them had each row been left out of the fit: a row's own value
+        pulls the linear part towards it by its leverage ``h = w x.cov.x`` (``w`` its weight
+        ``1 / (tau2 + sigma2 / count)``), so the linear part without it is
+        ``y - (y - x.beta) / (1 - h)``, with variance ``x.cov.x / (1 - h)`` (the variance
+        components held as fitted). What a mask's neighbours say it is worth, whatever it
+        measured itself."""
+        x = value_features(codes, self.n)
+        q = _quadratic_forms(x, self.cov)
+        weight = 1.0 / (self.tau2 + self.sigma2 / np.asarray(counts, dtype=float))
+        keep = np.maximum(1.0 - weight * q, 1e-9)
+        y = (np.asarray(means, dtype=float) - self.y_mean) / self.y_scale
+        mean = y - (y - x @ self.beta) / keep
+        var = self.tau2 + q / keep
+        return mean * self.y_scale + self.y_mean, np.sqrt(var) * self.y_scale
+
 
 def _quadratic_forms(x: np.ndarray, cov: np.ndarray) -> np.ndarray:
     """``x_i . cov . x_i`` for every row, as a matrix product and a row sum: ten times as fast
