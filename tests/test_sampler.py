@@ -358,7 +358,9 @@ def test_children_reach_the_optimum_of_a_landscape_the_model_can_represent() -> 
     assert np.mean(first_hits) < 20.0, first_hits
 
 
-def _collapse_pruned(seeds: range, n_trials: int = 40) -> list[int]:
+def _collapse_pruned(
+    seeds: range, n_trials: int = 40, origins: list[str] | None = None
+) -> list[int]:
     """Pruned trials per study on noise-free 12-layer landscapes where dropping either of the
     top two layers collapses the model to chance (pruned, with the quality it measured
     recorded, as AlphaNASObjective does) and each other layer is worth about what it costs."""
@@ -383,6 +385,8 @@ def _collapse_pruned(seeds: range, n_trials: int = 40) -> list[int]:
         study = optuna.create_study(direction="maximize", sampler=AlphaNASSampler(seed=seed))
         study.optimize(objective, n_trials=n_trials)
         pruned.append(len(_masks(study, (TrialState.PRUNED,))))
+        if origins is not None:
+            origins += [t.system_attrs[PROPOSAL]["origin"] for t in study.trials]
     return pruned
 
 
@@ -393,6 +397,13 @@ def test_children_rarely_drop_a_layer_whose_loss_was_seen_to_collapse_the_model(
     unknown, so children that dropped them scored a large knowledge gradient: 20.5 pruned."""
     pruned = _collapse_pruned(range(6))
     assert np.mean(pruned) < 10.0, pruned
+
+
+def test_a_deterministic_objective_never_retries_a_collapsed_mask() -> None:
+    """Noise-free collapses are structural: a second run would collapse again."""
+    origins: list[str] = []
+    _collapse_pruned(range(4), n_trials=100, origins=origins)
+    assert "child" in origins and "retry" not in origins
 
 
 def test_a_mask_whose_one_run_failed_by_chance_is_tried_again() -> None:

@@ -456,6 +456,12 @@ def test_collapsed_once_are_the_once_failed_far_under_every_feasible_value() -> 
     assert evidence.once_failed(3) == {1, 2, 4}
     assert bar < 0.0  # the t quantile on 1.5 degrees of freedom is wide
     assert evidence.collapsed_once(3) == {1, 2}
+    # Repeats that never differed: a new seed would change nothing.
+    tied = Evidence()
+    for i, (code, v) in enumerate([(7, 0.9), (7, 0.9), (3, 0.7)]):
+        tied.add(3, code, i, i, feasible=True, value=v)
+    tied.add(3, 1, 3, 3, feasible=False, value=-1e6)
+    assert tied.once_failed(3) == {1} and tied.collapsed_once(3) == set()
 
 
 def test_model_data_enters_never_feasible_masks_once_at_the_lowest_feasible_mean() -> None:

@@ -318,10 +318,12 @@ class Evidence:
         :data:`COLLAPSE_SDS` standard deviations of the noise (the Student-t quantile of that
         tail, as :meth:`records` widens it) below every feasible value: a run that fell far
         under the floor, as a fine-tune that collapsed on its seed does, rather than just under
-        it. Empty while no noise estimate sets a scale."""
+        it. Empty until repeated runs of some mask have differed: a seed that changes nothing
+        would collapse the same way again."""
         codes = self._once_failed.get(n)
         lowest = self._lowest_feasible.get(n)
-        if not codes or lowest is None:
+        pool = self._pool.get(n)
+        if not codes or lowest is None or pool is None or pool.ssd <= 0.0:
             return set()
         sd, dof = self.noise_sd(n)
         if dof <= 0:
@@ -491,12 +493,16 @@ class Estimates:
         means: Posterior mean value of each ("higher is better" sign).
         sds: Its posterior standard deviation (0 without a model).
         model: The fitted value model, or None (too few masks, or pooling off).
+        fitted_rows: ``(count, mean)`` of the model's data row of each :meth:`Evidence.once_failed`
+            mask, as it was fitted (reference fidelity only): what
+            :meth:`~alphanas_optuna.sampler.model.ValueModel.predict_left_out` takes out.
     """
 
     records: list[MaskRecord]
     means: np.ndarray
     sds: np.ndarray
     model: ValueModel | None
+    fitted_rows: dict[int, tuple[float, float]] = field(default_factory=dict)
 
 
 def estimate(evidence: Evidence, n: int, *, pooled: bool = True) -> Estimates:
@@ -506,8 +512,17 @@ def estimate(evidence: Evidence, n: int, *, pooled: bool = True) -> Estimates:
     where masks measured under several fidelities give one."""
     records = [r for r in evidence.records(n).values() if r.eligible and r.count > 0]
     model = None
+    fitted_rows: dict[int, tuple[float, float]] = {}
     if pooled:
-        model = ValueModel.fit(n, *evidence.model_data(n))
+        data = evidence.model_data(n)
+        model = ValueModel.fit(n, *data)
+        once = evidence.once_failed(n)
+        if model is not None and once:
+            fitted_rows = {
+                int(c): (float(k), float(m))
+                for c, k, m, f in zip(data[0], data[1], data[2], data[4])
+                if f == 0 and int(c) in once
+            }
     codes, counts, means, _ = Evidence.arrays(records)
     if model is None or not records:
         # Each mask's own mean; values of earlier fidelities shifted by the offsets that masks
@@ -526,4 +541,4 @@ def estimate(evidence: Evidence, n: int, *, pooled: bool = True) -> Estimates:
         post_mean, post_sd = model.posterior(codes, counts, means, shares)
     else:
         post_mean, post_sd = model.posterior(codes, counts, means)
-    return Estimates(records, post_mean, post_sd, model)
+    return Estimates(records, post_mean, post_sd, model, fitted_rows)

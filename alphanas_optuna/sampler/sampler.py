@@ -154,7 +154,8 @@ class AlphaNASSampler(BaseGASampler):
     model with its own row left out, since that row, the collapsed run, would rule it out), and
     its chance of feasibility counts the failure. (A run just under the floor is evidence of
     where the mask lies; one stopped before it measured anything, over the parameter limit say,
-    would be stopped again.) Such a repeat has origin ``"retry"`` and, like a re-evaluation,
+    would be stopped again; and nothing is retried until repeated runs of some mask have
+    differed, nor once the objective is taken as deterministic.) Such a repeat has origin ``"retry"`` and, like a re-evaluation,
     the next ``"evaluation"`` index (a new training seed).
 
     **Pruned and failed trials.** A PRUNED trial counts as an evaluation of its mask: it fills
@@ -665,7 +666,11 @@ class AlphaNASSampler(BaseGASampler):
             # again, scored like a new one: a brief fine-tune sometimes collapses on its seed
             # alone, and the feasibility model, whose fit counts that failure, says how likely
             # that was.
-            retryable = snapshot.digest.evidence.collapsed_once(n) - snapshot.pending
+            retryable: set[int] = set()
+            if estimates is not None and estimates.model is not None:
+                # Not on a deterministic objective: it would fail the same way again.
+                if estimates.model.noise_variance > 0.0:
+                    retryable = snapshot.digest.evidence.collapsed_once(n) - snapshot.pending
             if codes and estimates is not None and estimates.model is not None:
                 candidates, parents = proposals.neighbourhood(
                     codes,
@@ -831,7 +836,9 @@ class AlphaNASSampler(BaseGASampler):
         feasible (an infeasible mask lifts nothing): how much the best estimate is expected to
         rise. A ``retryable`` candidate (see :meth:`~.evidence.Evidence.collapsed_once`) is
         predicted from the other masks alone (its own collapsed run entered the fit as a value
-        under every feasible one, which would rule out ever measuring it again). Unlike one posterior draw per proposal (Thompson sampling, which this replaced),
+        under every feasible one, which would rule out ever measuring it again), where the fit
+        holds its row (a row of an earlier fidelity, or one newer than the fit, is not taken
+        out). Unlike one posterior draw per proposal (Thompson sampling, which this replaced),
         it weighs a candidate's predicted value and its uncertainty against the noise of the
         evaluation that would measure it; on the development landscapes (sigma 0.02) it lowered
         the named mask's regret by 12.4% +- 1.4% after 25 trials and 9.2% +- 1.7% after 50
@@ -839,17 +846,15 @@ class AlphaNASSampler(BaseGASampler):
         model = estimates.model
         assert model is not None
         mean, sd = model.predict(candidates)
-        again = np.isin(candidates, list(retryable)) if retryable else None
-        if again is not None and again.any():
-            codes, counts, means, _, fidelity = digest.evidence.model_data(n)
-            row = {int(c): i for i, c in enumerate(codes) if fidelity[i] == 0}
-            for j in np.flatnonzero(again):
-                i = row.get(int(candidates[j]))
-                if i is not None:
-                    m, s = model.predict_left_out(
-                        codes[i : i + 1], counts[i : i + 1], means[i : i + 1]
-                    )
-                    mean[j], sd[j] = m[0], s[0]
+        rows = estimates.fitted_rows
+        again = [c for c in retryable if c in rows]
+        if again:
+            pick = np.flatnonzero(np.isin(candidates, again))
+            if len(pick):
+                fitted = np.array([rows[int(c)] for c in candidates[pick]])
+                mean[pick], sd[pick] = model.predict_left_out(
+                    candidates[pick], fitted[:, 0], fitted[:, 1]
+                )
         best = float(estimates.means.max()) if len(estimates.means) else float(mean.max())
         p = digest.p_feasible(n, candidates)
         return proposals.knowledge_gradient_new(mean, sd, p, best, model.noise_variance)
