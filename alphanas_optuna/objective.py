@@ -268,8 +268,8 @@ class AlphaNASObjective:
         mask = suggest_mask(trial, self.n_layers, self.prefix)
         # A repeat (the sampler's k-th of a mask: a re-evaluation, or a retry of a failed run) is
         # trained with another seed and never answered from an earlier trial: it exists to
-        # measure the mask again. Its fidelity
-        # stays the first evaluation's, so that all evaluations of a mask are pooled.
+        # measure the mask again. Its fidelity stays the first evaluation's, so that all
+        # evaluations of a mask are pooled.
         evaluation = evaluation_index(trial)
         record = TrialRecord(
             mask=format_mask(mask),

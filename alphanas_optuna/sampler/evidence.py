@@ -262,7 +262,7 @@ class Evidence:
             once_failed.add(code)
         else:
             once_failed.discard(code)
-        if value is not None and math.isfinite(value):
+        if measured:
             if feasible:
                 self._lowest_feasible[n] = min(value, self._lowest_feasible.get(n, math.inf))
                 pool = self._pool.setdefault(n, _NoisePool(value))
@@ -301,8 +301,7 @@ class Evidence:
         mask's estimate and, through its spread, the noise estimate of every mask."""
         if n in self._stale:
             self._stale.discard(n)
-            sd, dof = self.noise_sd(n)
-            limit = t_quantile(COLLAPSE_SDS, dof) * sd if dof > 0 else math.inf
+            limit = self._collapse_limit(n)
             for record in self._mixed.get(n, {}).values():
                 if not record.counted_under(limit):
                     record.count_values(limit)
@@ -325,12 +324,16 @@ class Evidence:
         pool = self._pool.get(n)
         if not codes or lowest is None or pool is None or pool.ssd <= 0.0:
             return set()
-        sd, dof = self.noise_sd(n)
-        if dof <= 0:
-            return set()
-        bar = lowest - t_quantile(COLLAPSE_SDS, dof) * sd
+        bar = lowest - self._collapse_limit(n)
         records = self.by_length[n]
         return {c for c in codes if records[c].pruned_values[0][0] < bar}
+
+    def _collapse_limit(self, n: int) -> float:
+        """How far under (the Student-t quantile of :data:`COLLAPSE_SDS` noise standard
+        deviations) a run falls before it is taken for a failed fine-tune; infinite while no
+        noise estimate sets a scale."""
+        sd, dof = self.noise_sd(n)
+        return t_quantile(COLLAPSE_SDS, dof) * sd if dof > 0 else math.inf
 
     def record(self, n: int, code: int) -> MaskRecord | None:
         """The record of one mask, for its evaluations and feasibility counts, without

@@ -8,6 +8,7 @@ import copy
 import math
 import threading
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -155,8 +156,9 @@ class AlphaNASSampler(BaseGASampler):
     its chance of feasibility counts the failure. (A run just under the floor is evidence of
     where the mask lies; one stopped before it measured anything, over the parameter limit say,
     would be stopped again; and nothing is retried until repeated runs of some mask have
-    differed, nor once the objective is taken as deterministic.) Such a repeat has origin ``"retry"`` and, like a re-evaluation,
-    the next ``"evaluation"`` index (a new training seed).
+    differed, nor once the objective is taken as deterministic.) Such a repeat has origin
+    ``"retry"`` and, like a re-evaluation, the next ``"evaluation"`` index (a new training
+    seed).
 
     **Pruned and failed trials.** A PRUNED trial counts as an evaluation of its mask: it fills
     its generation and makes the mask infeasible evidence; if it recorded what it measured
@@ -663,20 +665,18 @@ class AlphaNASSampler(BaseGASampler):
             neighbours = None
             estimates = self._estimates(snapshot.digest, n, study.directions) if model_on else None
             # A mask whose one evaluation fell far under every feasible one is a candidate
-            # again, scored like a new one: a brief fine-tune sometimes collapses on its seed
-            # alone, and the feasibility model, whose fit counts that failure, says how likely
-            # that was.
+            # again (see the class docstring), but not on a deterministic objective: it would
+            # fail the same way again.
+            model = None if estimates is None else estimates.model
             retryable: set[int] = set()
-            if estimates is not None and estimates.model is not None:
-                # Not on a deterministic objective: it would fail the same way again.
-                if estimates.model.noise_variance > 0.0:
-                    retryable = snapshot.digest.evidence.collapsed_once(n) - snapshot.pending
-            if codes and estimates is not None and estimates.model is not None:
+            if model is not None and model.noise_variance > 0.0:
+                retryable = snapshot.digest.evidence.collapsed_once(n) - snapshot.pending
+            if codes and model is not None:
                 candidates, parents = proposals.neighbourhood(
                     codes,
                     n,
                     self._search_radius,
-                    taken - retryable if retryable and taken else taken,
+                    taken - retryable if retryable else taken,
                     self._n_candidates,
                     rng,
                 )
@@ -830,7 +830,7 @@ class AlphaNASSampler(BaseGASampler):
         estimates: Estimates,
         candidates: np.ndarray,
         n: int,
-        retryable: set[int] = frozenset(),  # type: ignore[assignment]
+        retryable: AbstractSet[int] = frozenset(),
     ) -> np.ndarray:
         """The knowledge gradient of one evaluation of each candidate, times its chance of being
         feasible (an infeasible mask lifts nothing): how much the best estimate is expected to
