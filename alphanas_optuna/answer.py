@@ -23,7 +23,7 @@ import numpy as np
 from alphanas_optuna.mask import DEFAULT_PREFIX, format_mask, mask_from_code
 from alphanas_optuna.sampler import PROPOSAL_KEY
 from alphanas_optuna.sampler.digest import StudyDigest, take_snapshot
-from alphanas_optuna.sampler.evidence import Estimates, MaskRecord, estimate
+from alphanas_optuna.sampler.evidence import Estimates, MaskRecord
 
 if TYPE_CHECKING:
     import optuna
@@ -218,7 +218,7 @@ def _estimated(
 ) -> tuple[StudyDigest, int, Estimates]:
     """The study read as the sampler reads it, and its eligible masks' estimates."""
     digest, n = _read(study, prefix)
-    estimates = estimate(digest.evidence, n, pooled=pooled)
+    estimates = digest.estimate(n, pooled=pooled)
     if not estimates.records:
         raise NoWinnerError(_none_message(study))
     return digest, n, estimates

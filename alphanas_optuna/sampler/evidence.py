@@ -7,6 +7,7 @@ study's trials, and both the sampler and :func:`alphanas_optuna.winner` read it.
 from __future__ import annotations
 
 import math
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -422,7 +423,7 @@ class Evidence:
         return {fidelities[f]: float(gamma[column[f]]) for f in free}
 
     def model_data(
-        self, n: int
+        self, n: int, leave_out: AbstractSet[int] = frozenset()
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(codes, counts, means, ssd, fidelity) of masks of length ``n``: the value model's
         data, a row per mask (per mask and fidelity where there are several; ``fidelity`` is
@@ -436,11 +437,14 @@ class Evidence:
         its value near chance would dominate the fit among the feasible masks, which a linear
         model cannot follow; left out, the model learns nothing about the layers that every
         feasible mask keeps, and keeps proposing children that drop them, most of which turn
-        out infeasible. Nothing enters while no mask was feasible.
+        out infeasible. Nothing enters while no mask was feasible, nor a never-feasible mask in
+        ``leave_out`` (one whose failure looks like a failed fine-tune rather than the mask's
+        own doing; see :meth:`~alphanas_optuna.sampler.digest.StudyDigest.lapses`).
         """
         records = [r for r in self.records(n).values() if r.count > 0]
         feasible = [r for r in records if r.n_feasible > 0]
-        never = [r for r in records if r.n_feasible == 0] if feasible else []
+        never = [r for r in records if r.n_feasible == 0 and r.code not in leave_out]
+        never = never if feasible else []
         fidelities = self.fidelities(n)
         if len(fidelities) <= 1:
             codes, counts, means, ssd = Evidence.arrays(feasible + never)
@@ -508,16 +512,19 @@ class Estimates:
     fitted_rows: dict[int, tuple[float, float]] = field(default_factory=dict)
 
 
-def estimate(evidence: Evidence, n: int, *, pooled: bool = True) -> Estimates:
+def estimate(
+    evidence: Evidence, n: int, *, pooled: bool = True, leave_out: AbstractSet[int] = frozenset()
+) -> Estimates:
     """Estimates for the eligible masks of length ``n``: with ``pooled``, from the value model
-    fitted to :meth:`Evidence.model_data`; else (or while the model has too few masks) each
+    fitted to :meth:`Evidence.model_data` (without the never-feasible masks in ``leave_out``);
+    else (or while the model has too few masks) each
     mask's own mean, its values of earlier fidelities shifted by :meth:`Evidence.paired_offsets`
     where masks measured under several fidelities give one."""
     records = [r for r in evidence.records(n).values() if r.eligible and r.count > 0]
     model = None
     fitted_rows: dict[int, tuple[float, float]] = {}
     if pooled:
-        data = evidence.model_data(n)
+        data = evidence.model_data(n, leave_out)
         model = ValueModel.fit(n, *data)
         once = evidence.once_failed(n)
         if model is not None and once:

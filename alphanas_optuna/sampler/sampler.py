@@ -39,7 +39,7 @@ from alphanas_optuna.sampler.digest import (
     take_snapshot,
 )
 from alphanas_optuna.sampler.elites import select_elites
-from alphanas_optuna.sampler.evidence import Estimates, estimate
+from alphanas_optuna.sampler.evidence import Estimates
 from alphanas_optuna.sampler.model import refit_due
 
 if TYPE_CHECKING:
@@ -870,7 +870,7 @@ class AlphaNASSampler(BaseGASampler):
             if not refit_due(fitted_at, digest.n_evaluated):
                 return cached
         pooled = self._surrogate and n <= _MAX_MODEL_LAYERS
-        estimates = estimate(digest.evidence, n, pooled=pooled)
+        estimates = digest.estimate(n, pooled=pooled)
         digest.memo = {key: (digest.n_evaluated, estimates)}
         return estimates
 
