@@ -172,8 +172,12 @@ class AlphaNASSampler(BaseGASampler):
     was never feasible enters the value model once, at the lowest value of the feasible masks
     or its own if higher (it is worse by an unknown margin; see
     :meth:`~alphanas_optuna.sampler.evidence.Evidence.model_data`), so that the model learns
-    what dropping its layers costs instead of proposing more children that drop them. A FAIL
-    trial counts for nothing: its mask may be proposed again.
+    what dropping its layers costs instead of proposing more children that drop them; but a
+    mask whose one run collapsed (as for a retry, above) where the feasibility model, fitted
+    without that run, gives it better than even odds of training is taken for a failed
+    fine-tune and left out of the value model (it still counts in the feasibility model:
+    :meth:`~alphanas_optuna.sampler.digest.StudyDigest.lapses`). A FAIL trial counts for
+    nothing: its mask may be proposed again.
 
     **No duplicates.** Re-evaluations and retries aside (above), a new mask is never one that
     was evaluated, or that another trial is evaluating (RUNNING) or will evaluate (WAITING with
