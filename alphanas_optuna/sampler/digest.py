@@ -50,8 +50,8 @@ VALUE_ATTRS = ("quality", "accuracy")
 # A mask whose one run collapsed is taken for a failed fine-tune (a lapse) when the feasibility
 # model, fitted without that run, gives it more than this chance of training: more likely than
 # not, the mask trains. On the robustness landscapes with fine-tunes collapsing at random (chance
-# 0.25) 0.5 lowered the named mask's regret by 12.7% +- 3.7%, 0.25 by 8.6% +- 3.8%
-# (BENCHMARKS.md); nothing moved without random collapses.
+# 0.25) 0.5 lowered the named mask's regret by 14.2% +- 3.6%, 0.25 by 8.6% +- 3.8%; without
+# random collapses nothing moved beyond its standard error (BENCHMARKS.md).
 LAPSE_P = 0.5
 
 
