@@ -563,6 +563,27 @@ def test_collapsed_once_are_the_once_failed_far_under_every_feasible_value() -> 
     assert tied.once_failed(3) == {1} and tied.collapsed_once(3) == set()
 
 
+def test_the_noise_estimate_is_the_spread_within_a_fidelity() -> None:
+    """A deterministic objective resumed under other settings (every value 0.05 higher): the
+    offset between fidelities is not noise, so nothing sets a noise scale, no run is taken for
+    a failed fine-tune, and no mask is retried; a real repeat that differs sets one."""
+    evidence = Evidence()
+    number = 0
+    for fidelity, shift in ((None, 0.0), ("longer", 0.05)):
+        for code in (7, 6, 5, 3):
+            value = 0.8 + 0.01 * code + shift
+            evidence.add(3, code, number, number, feasible=True, value=value, fidelity=fidelity)
+            number += 1
+    evidence.add(3, 1, number, number, feasible=False, value=-100.0, fidelity="longer")
+    sd, dof = evidence.noise_sd(3)
+    assert dof == pytest.approx(0.5)  # the prior's alone
+    assert evidence.once_failed(3) == {1} and evidence.collapsed_once(3) == set()
+    evidence.add(3, 7, number + 1, number + 1, feasible=True, value=0.88, fidelity="longer")
+    spread_dof = evidence.noise_sd(3)[1]
+    assert spread_dof == pytest.approx(1.5)  # one repeat within "longer"
+    assert evidence.collapsed_once(3) == {1}
+
+
 def test_model_data_enters_never_feasible_masks_once_at_the_lowest_feasible_mean() -> None:
     evidence = Evidence()
     evidence.add(3, 1, 0, 0, feasible=False, value=0.5)  # nothing feasible yet: no data

@@ -175,8 +175,10 @@ def _welford(stats: list[float], value: float) -> None:
 @dataclass
 class _NoisePool:
     """Running sums of the masks' feasible values, for :meth:`Evidence.noise_sd`: their sums of
-    squared deviations and degrees of freedom, and the number, sum and sum of squares of the
-    masks' means, taken from ``shift`` (the first value) so that they do not cancel."""
+    squared deviations and degrees of freedom within each fidelity (a study resumed under other
+    settings moves every value by an offset, which is not noise), and the number, sum and sum
+    of squares of the masks' means, taken from ``shift`` (the first value) so that they do not
+    cancel."""
 
     shift: float
     ssd: float = 0.0
@@ -185,14 +187,17 @@ class _NoisePool:
     total: float = 0.0
     squares: float = 0.0
 
-    def fold(self, stats: list[float], sign: float) -> None:
-        """Add (``sign`` 1) or take away (-1) one mask's ``[count, mean, ssd]``."""
-        k, m, d = stats
-        self.ssd += sign * d
-        self.dof += sign * (k - 1)
-        self.masks += int(sign)
-        self.total += sign * (m - self.shift)
-        self.squares += sign * (m - self.shift) ** 2
+    def fold(self, stats: list[float], group: list[float], sign: float) -> None:
+        """Add (``sign`` 1) or take away (-1) one mask's ``[count, mean, ssd]`` (``stats``)
+        and those of its values under one fidelity (``group``)."""
+        k, m, _ = stats
+        if group[0]:
+            self.ssd += sign * group[2]
+            self.dof += sign * (group[0] - 1)
+        if k:
+            self.masks += int(sign)
+            self.total += sign * (m - self.shift)
+            self.squares += sign * (m - self.shift) ** 2
 
 
 class Evidence:
@@ -267,11 +272,11 @@ class Evidence:
             if feasible:
                 self._lowest_feasible[n] = min(value, self._lowest_feasible.get(n, math.inf))
                 pool = self._pool.setdefault(n, _NoisePool(value))
-                if record.feasible_values[0]:
-                    pool.fold(record.feasible_values, -1.0)
+                group = record.feasible_groups.setdefault(fidelity, [0, 0.0, 0.0])
+                pool.fold(record.feasible_values, group, -1.0)
                 _welford(record.feasible_values, value)
-                _welford(record.feasible_groups.setdefault(fidelity, [0, 0.0, 0.0]), value)
-                pool.fold(record.feasible_values, 1.0)
+                _welford(group, value)
+                pool.fold(record.feasible_values, group, 1.0)
             else:
                 record.pruned_values.append((value, fidelity))
             if record.pruned_values and record.feasible_values[0]:
@@ -343,8 +348,8 @@ class Evidence:
 
     def noise_sd(self, n: int) -> tuple[float, float]:
         """Standard deviation of one evaluation's noise and the degrees of freedom it rests on:
-        the spread of the feasible values of masks of length ``n`` evaluated more than once,
-        pooled with a prior as the value model's
+        the spread of the feasible values of masks of length ``n`` evaluated more than once
+        under one fidelity, pooled with a prior as the value model's
         (:func:`~alphanas_optuna.sampler.model.noise_variance`): a quarter of the variance of
         the feasible masks' means, worth half a degree of freedom. ``(inf, 0)`` while that is 0
         (no repeats that differ, and no two masks whose means differ): nothing sets a scale."""
