@@ -566,22 +566,33 @@ def test_collapsed_once_are_the_once_failed_far_under_every_feasible_value() -> 
 def test_the_noise_estimate_is_the_spread_within_a_fidelity() -> None:
     """A deterministic objective resumed under other settings (every value 0.05 higher): the
     offset between fidelities is not noise, so nothing sets a noise scale, no run is taken for
-    a failed fine-tune, and no mask is retried; a real repeat that differs sets one."""
-    evidence = Evidence()
-    number = 0
-    for fidelity, shift in ((None, 0.0), ("longer", 0.05)):
-        for code in (7, 6, 5, 3):
-            value = 0.8 + 0.01 * code + shift
-            evidence.add(3, code, number, number, feasible=True, value=value, fidelity=fidelity)
-            number += 1
-    evidence.add(3, 1, number, number, feasible=False, value=-100.0, fidelity="longer")
-    sd, dof = evidence.noise_sd(3)
-    assert dof == pytest.approx(0.5)  # the prior's alone
+    a failed fine-tune, and no mask is retried; a real repeat that differs sets one. Unnamed
+    values beside one named fidelity are that fidelity's, as everywhere else."""
+
+    def resumed(first: str | None, bar_run: float) -> Evidence:
+        evidence = Evidence()
+        number = 0
+        for fidelity, shift in ((first, 0.0), ("longer", 0.05)):
+            for code in (7, 6, 5, 3):
+                value = 0.8 + 0.01 * code + shift
+                evidence.add(3, code, number, number, feasible=True, value=value, fidelity=fidelity)
+                number += 1
+        evidence.add(3, 1, number, number, feasible=False, value=bar_run, fidelity="longer")
+        return evidence
+
+    evidence = resumed("short", -100.0)
+    assert evidence.noise_sd(3)[1] == pytest.approx(0.5)  # the prior's alone
     assert evidence.once_failed(3) == {1} and evidence.collapsed_once(3) == set()
-    evidence.add(3, 7, number + 1, number + 1, feasible=True, value=0.88, fidelity="longer")
-    spread_dof = evidence.noise_sd(3)[1]
-    assert spread_dof == pytest.approx(1.5)  # one repeat within "longer"
+    evidence.add(3, 7, 99, 99, feasible=True, value=0.88, fidelity="longer")
+    assert evidence.noise_sd(3)[1] == pytest.approx(1.5)  # one repeat within "longer"
     assert evidence.collapsed_once(3) == {1}
+    # Unnamed and "longer": one fidelity, so the two runs of each mask are repeats (4 dof), as
+    # the value model takes them (one row per mask).
+    unnamed = resumed(None, -100.0)
+    assert unnamed.fidelities(3) == ["longer"]
+    assert unnamed.noise_sd(3)[1] == pytest.approx(4.5)
+    assert sum(unnamed.model_data(3)[1] > 1) == 4
+    assert unnamed.collapsed_once(3) == {1}
 
 
 def test_model_data_enters_never_feasible_masks_once_at_the_lowest_feasible_mean() -> None:

@@ -175,14 +175,16 @@ def _welford(stats: list[float], value: float) -> None:
 @dataclass
 class _NoisePool:
     """Running sums of the masks' feasible values, for :meth:`Evidence.noise_sd`: their sums of
-    squared deviations and degrees of freedom within each fidelity (a study resumed under other
-    settings moves every value by an offset, which is not noise), and the number, sum and sum
-    of squares of the masks' means, taken from ``shift`` (the first value) so that they do not
-    cancel."""
+    squared deviations and degrees of freedom over each mask's values (``ssd``, ``dof``) and
+    within each fidelity (``ssd_within``, ``dof_within``: a study resumed under other settings
+    moves every value by an offset, which is not noise), and the number, sum and sum of squares
+    of the masks' means, taken from ``shift`` (the first value) so that they do not cancel."""
 
     shift: float
     ssd: float = 0.0
     dof: float = 0.0
+    ssd_within: float = 0.0
+    dof_within: float = 0.0
     masks: int = 0
     total: float = 0.0
     squares: float = 0.0
@@ -190,11 +192,13 @@ class _NoisePool:
     def fold(self, stats: list[float], group: list[float], sign: float) -> None:
         """Add (``sign`` 1) or take away (-1) one mask's ``[count, mean, ssd]`` (``stats``)
         and those of its values under one fidelity (``group``)."""
-        k, m, _ = stats
+        k, m, d = stats
         if group[0]:
-            self.ssd += sign * group[2]
-            self.dof += sign * (group[0] - 1)
+            self.ssd_within += sign * group[2]
+            self.dof_within += sign * (group[0] - 1)
         if k:
+            self.ssd += sign * d
+            self.dof += sign * (k - 1)
             self.masks += int(sign)
             self.total += sign * (m - self.shift)
             self.squares += sign * (m - self.shift) ** 2
@@ -327,8 +331,7 @@ class Evidence:
         would collapse the same way again."""
         codes = self._once_failed.get(n)
         lowest = self._lowest_feasible.get(n)
-        pool = self._pool.get(n)
-        if not codes or lowest is None or pool is None or pool.ssd <= 0.0:
+        if not codes or lowest is None or self._repeats(n)[0] <= 0.0:
             return set()
         bar = lowest - self._collapse_limit(n)
         records = self.by_length[n]
@@ -349,20 +352,33 @@ class Evidence:
     def noise_sd(self, n: int) -> tuple[float, float]:
         """Standard deviation of one evaluation's noise and the degrees of freedom it rests on:
         the spread of the feasible values of masks of length ``n`` evaluated more than once
-        under one fidelity, pooled with a prior as the value model's
+        (:meth:`_repeats`: within each fidelity, where several are named), pooled with a prior as the value model's
         (:func:`~alphanas_optuna.sampler.model.noise_variance`): a quarter of the variance of
         the feasible masks' means, worth half a degree of freedom. ``(inf, 0)`` while that is 0
         (no repeats that differ, and no two masks whose means differ): nothing sets a scale."""
         pool = self._pool.get(n, _NoisePool(0.0))
+        ssd, dof = self._repeats(n)
         masks = pool.masks
         spread = max(pool.squares / masks - (pool.total / masks) ** 2, 0.0) if masks > 1 else 0.0
         prior_dof = NOISE_PRIOR_DOF if masks > 1 else 0.0
         # As noise_variance pools them, without its rule for deterministic objectives (whose
         # masks are never both feasible and pruned).
-        variance = prior_dof * NOISE_PRIOR_VARIANCE * spread + pool.ssd
+        variance = prior_dof * NOISE_PRIOR_VARIANCE * spread + ssd
         if variance <= 0.0:
             return math.inf, 0.0
-        return math.sqrt(variance / (prior_dof + pool.dof)), pool.dof + prior_dof
+        return math.sqrt(variance / (prior_dof + dof)), dof + prior_dof
+
+    def _repeats(self, n: int) -> tuple[float, float]:
+        """The sum of squared deviations of repeated feasible values of masks of length ``n``
+        and its degrees of freedom: within each fidelity where more than one is named (unnamed
+        values then form one more; an offset between settings is not noise), else over every
+        value (unnamed ones count as the named fidelity's; see the class docstring)."""
+        pool = self._pool.get(n)
+        if pool is None:
+            return 0.0, 0.0
+        if len(self._fidelities.get(n, ())) > 1:
+            return pool.ssd_within, pool.dof_within
+        return pool.ssd, pool.dof
 
     def fidelities(self, n: int) -> list[str | None]:
         """The named fidelities of the values of masks of length ``n``, the reference first
