@@ -50,8 +50,9 @@ VALUE_ATTRS = ("quality", "accuracy")
 # A mask whose one run collapsed is taken for a failed fine-tune (a lapse) when the feasibility
 # model, fitted without that run, gives it more than this chance of training: more likely than
 # not, the mask trains. On the robustness landscapes with fine-tunes collapsing at random (chance
-# 0.25) 0.5 lowered the named mask's regret by 14.2% +- 3.6%, 0.25 by 8.6% +- 3.8%; without
-# random collapses nothing moved beyond its standard error (BENCHMARKS.md).
+# 0.25) 0.5 lowered the named mask's regret by 14.2% +- 3.6%, 0.25 by 8.6% +- 3.8% (on
+# development instances 10.5% +- 3.2%, 10.6% +- 3.3%; 0.75 only 3.3% +- 3.0%); without random
+# collapses nothing moved beyond its standard error (BENCHMARKS.md).
 LAPSE_P = 0.5
 
 
