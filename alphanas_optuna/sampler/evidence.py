@@ -352,9 +352,9 @@ class Evidence:
     def noise_sd(self, n: int) -> tuple[float, float]:
         """Standard deviation of one evaluation's noise and the degrees of freedom it rests on:
         the spread of the feasible values of masks of length ``n`` evaluated more than once
-        (:meth:`_repeats`: within each fidelity, where several are named), pooled with a prior as the value model's
-        (:func:`~alphanas_optuna.sampler.model.noise_variance`): a quarter of the variance of
-        the feasible masks' means, worth half a degree of freedom. ``(inf, 0)`` while that is 0
+        (:meth:`_repeats`: within each fidelity, where several are named), pooled with a prior
+        as the value model's (:func:`~alphanas_optuna.sampler.model.noise_variance`): a quarter
+        of the variance of the feasible masks' means, worth half a degree of freedom. ``(inf, 0)`` while that is 0
         (no repeats that differ, and no two masks whose means differ): nothing sets a scale."""
         pool = self._pool.get(n, _NoisePool(0.0))
         ssd, dof = self._repeats(n)
@@ -538,9 +538,9 @@ def estimate(
 ) -> Estimates:
     """Estimates for the eligible masks of length ``n``: with ``pooled``, from the value model
     fitted to :meth:`Evidence.model_data` (without the never-feasible masks in ``leave_out``);
-    else (or while the model has too few masks) each
-    mask's own mean, its values of earlier fidelities shifted by :meth:`Evidence.paired_offsets`
-    where masks measured under several fidelities give one."""
+    else (or while the model has too few masks) each mask's own mean, its values of earlier
+    fidelities shifted by :meth:`Evidence.paired_offsets` where masks measured under several
+    fidelities give one."""
     records = [r for r in evidence.records(n).values() if r.eligible and r.count > 0]
     model = None
     fitted_rows: dict[int, tuple[float, float]] = {}
