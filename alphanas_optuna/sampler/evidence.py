@@ -354,8 +354,9 @@ class Evidence:
         the spread of the feasible values of masks of length ``n`` evaluated more than once
         (:meth:`_repeats`: within each fidelity, where several are named), pooled with a prior
         as the value model's (:func:`~alphanas_optuna.sampler.model.noise_variance`): a quarter
-        of the variance of the feasible masks' means, worth half a degree of freedom. ``(inf, 0)`` while that is 0
-        (no repeats that differ, and no two masks whose means differ): nothing sets a scale."""
+        of the variance of the feasible masks' means, worth half a degree of freedom. ``(inf,
+        0)`` while that is 0 (no repeats that differ, and no two masks whose means differ):
+        nothing sets a scale."""
         pool = self._pool.get(n, _NoisePool(0.0))
         ssd, dof = self._repeats(n)
         masks = pool.masks
