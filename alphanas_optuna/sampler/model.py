@@ -55,6 +55,7 @@ __all__ = [
     "FeasibilityModel",
     "ValueModel",
     "logistic_map",
+    "logistic_precision",
     "feasibility_features",
     "noise_variance",
     "refit_due",
@@ -355,30 +356,27 @@ class FeasibilityModel:
         # would take them out twice. (p_feasible may lag by 1% in a large study; this may not.)
         if self._fitted_at != self.n_evaluations:
             self._fit()
-        seen = np.fromiter(self._counts, dtype=np.int64, count=len(self._counts))
-        trials = np.array([t for _, t in self._counts.values()], dtype=float)
-        x = feasibility_features(seen, self.n)
+        x, counts = self._data()
         p = _sigmoid(x @ self._coef)
-        precision = x.T @ (x * (trials * p * (1.0 - p))[:, None])
-        precision += np.eye(x.shape[1]) / FEASIBILITY_PRIOR_SD**2
+        precision = logistic_precision(x, counts[:, 1], p, 1.0 / FEASIBILITY_PRIOR_SD**2)
         own = feasibility_features(codes, self.n)
         z = own @ self._coef
         p_own = _sigmoid(z)
         leverage = np.einsum("ij,ij->i", own, np.linalg.solve(precision, own.T).T)
-        counts = np.array([self._counts[int(c)] for c in codes], dtype=float).reshape(-1, 2)
-        weight = counts[:, 1] * p_own * (1.0 - p_own)
-        residual = counts[:, 0] - counts[:, 1] * p_own
+        mine = np.array([self._counts[int(c)] for c in codes], dtype=float).reshape(-1, 2)
+        weight = mine[:, 1] * p_own * (1.0 - p_own)
+        residual = mine[:, 0] - mine[:, 1] * p_own
         return _sigmoid(z - residual * leverage / (1.0 - weight * leverage))
 
-    def _fit(self) -> None:
+    def _data(self) -> tuple[np.ndarray, np.ndarray]:
+        """Features of every evaluated mask, and its ``[feasible, evaluations]`` counts."""
         codes = np.fromiter(self._counts, dtype=np.int64, count=len(self._counts))
         counts = np.array(list(self._counts.values()), dtype=float)
-        self._coef = logistic_map(
-            feasibility_features(codes, self.n),
-            counts[:, 0],
-            counts[:, 1],
-            1.0 / FEASIBILITY_PRIOR_SD**2,
-        )
+        return feasibility_features(codes, self.n), counts
+
+    def _fit(self) -> None:
+        x, counts = self._data()
+        self._coef = logistic_map(x, counts[:, 0], counts[:, 1], 1.0 / FEASIBILITY_PRIOR_SD**2)
         self._fitted_at = self.n_evaluations
 
 
@@ -404,8 +402,7 @@ def logistic_map(
     for _ in range(iterations):
         p = _sigmoid(z)
         gradient = x.T @ (successes - trials * p) - precision * w
-        hessian = x.T @ (x * (trials * p * (1.0 - p))[:, None]) + precision * np.eye(len(w))
-        step = np.linalg.solve(hessian, gradient)
+        step = np.linalg.solve(logistic_precision(x, trials, p, precision), gradient)
         scale = 1.0
         while True:
             candidate = w + scale * step
@@ -418,6 +415,15 @@ def logistic_map(
         if float(np.max(np.abs(scale * step))) < tol:
             break
     return w
+
+
+def logistic_precision(
+    x: np.ndarray, trials: np.ndarray, p: np.ndarray, precision: float
+) -> np.ndarray:
+    """The posterior precision of a binomial logistic regression's coefficients at fitted
+    probabilities ``p`` (minus the Hessian of its log posterior): ``x' diag(t p (1 - p)) x``
+    plus the prior's ``precision`` on the diagonal."""
+    return x.T @ (x * (trials * p * (1.0 - p))[:, None]) + precision * np.eye(x.shape[1])
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
