@@ -36,6 +36,7 @@ from alphanas_optuna.sampler.model import (
     feasibility_features,
     logistic_map,
     noise_variance,
+    pooled_variance,
     value_features,
 )
 
@@ -77,6 +78,15 @@ def test_noise_variance_pools_repeats_with_its_prior() -> None:
     assert noise_variance(np.array([1, 3, 2]), np.array([0.0, 0.5, 0.25]), 0.25, 1.0) == 0.25
     # Without repeats the prior is all there is.
     assert noise_variance(np.array([1, 1]), np.array([0.0, 0.0]), 0.3, 0.5) == pytest.approx(0.3)
+
+
+def test_pooled_variance_by_hand() -> None:
+    # (0.5 * 0.2 + 0.3) / (0.5 + 3) = 0.4 / 3.5
+    assert pooled_variance(0.3, 3.0, 0.2, 0.5) == pytest.approx(0.4 / 3.5)
+    assert pooled_variance(0.3, 3.0, 0.2, 0.0) == pytest.approx(0.1)
+    assert pooled_variance(0.0, 0.0, 0.2, 0.5) == pytest.approx(0.2)
+    # Neither evidence nor prior: nothing to pool, and no division by zero.
+    assert pooled_variance(0.0, 0.0, 0.2, 0.0) == 0.0
 
 
 def test_noise_variance_is_zero_once_three_repeats_reproduced_their_values() -> None:

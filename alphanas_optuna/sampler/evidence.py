@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from alphanas_optuna.sampler.model import NOISE_PRIOR_DOF, NOISE_PRIOR_VARIANCE, ValueModel
+from alphanas_optuna.sampler.model import (
+    NOISE_PRIOR_DOF,
+    NOISE_PRIOR_VARIANCE,
+    ValueModel,
+    pooled_variance,
+)
 
 __all__ = ["COLLAPSE_SDS", "Estimates", "Evidence", "MaskRecord", "estimate", "t_quantile"]
 
@@ -364,10 +369,10 @@ class Evidence:
         prior_dof = NOISE_PRIOR_DOF if masks > 1 else 0.0
         # As noise_variance pools them, without its rule for deterministic objectives (whose
         # masks are never both feasible and pruned).
-        variance = prior_dof * NOISE_PRIOR_VARIANCE * spread + ssd
+        variance = pooled_variance(ssd, dof, NOISE_PRIOR_VARIANCE * spread, prior_dof)
         if variance <= 0.0:
             return math.inf, 0.0
-        return math.sqrt(variance / (prior_dof + dof)), dof + prior_dof
+        return math.sqrt(variance), dof + prior_dof
 
     def _repeats(self, n: int) -> tuple[float, float]:
         """The sum of squared deviations of repeated feasible values of masks of length ``n``

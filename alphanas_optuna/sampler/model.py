@@ -80,6 +80,7 @@ MIN_TAU2 = 0.05
 # Prior standard deviation of the feasibility model's coefficients (log-odds): weakly informative,
 # the scale Gelman et al. (2008) recommend for logistic regression on binary inputs.
 FEASIBILITY_PRIOR_SD = 2.5
+_FEASIBILITY_PRIOR_PRECISION = 1.0 / FEASIBILITY_PRIOR_SD**2
 # Up to this many evaluations the models are refitted after every one (see :func:`refit_due`).
 REFIT_EVERY_UP_TO = 200
 # Ridge prior precision of the coefficients (standardised values); the intercept is nearly free.
@@ -126,17 +127,24 @@ def noise_variance(
     prior_variance: float,
     prior_dof: float,
 ) -> float:
-    """Pooled within-mask variance with a conjugate prior.
-
-    ``(prior_dof * prior_variance + sum(ssd)) / (prior_dof + sum(counts - 1))``, where ``ssd`` is
-    each mask's sum of squared deviations of its evaluations from their mean; 0 when at least
+    """Pooled within-mask variance with a conjugate prior (:func:`pooled_variance` of the summed
+    ``ssd`` and ``sum(counts - 1)`` degrees of freedom), where ``ssd`` is each mask's sum of
+    squared deviations of its evaluations from their mean; 0 when at least
     :data:`DETERMINISTIC_REPEATS` repeats all reproduced their mask's value exactly.
     """
     counts = np.asarray(counts, dtype=float)
     dof = float(np.sum(np.maximum(counts - 1.0, 0.0)))
     if DETERMINISTIC_REPEATS and dof >= DETERMINISTIC_REPEATS and float(np.sum(ssd)) <= 0.0:
         return 0.0
-    return (prior_dof * prior_variance + float(np.sum(ssd))) / (prior_dof + dof)
+    return pooled_variance(float(np.sum(ssd)), dof, prior_variance, prior_dof)
+
+
+def pooled_variance(ssd: float, dof: float, prior_variance: float, prior_dof: float) -> float:
+    """``(prior_dof * prior_variance + ssd) / (prior_dof + dof)``: a sum of squared deviations
+    on ``dof`` degrees of freedom pooled with a prior variance worth ``prior_dof`` of them; 0
+    when there are neither."""
+    total = prior_dof + dof
+    return (prior_dof * prior_variance + ssd) / total if total > 0.0 else 0.0
 
 
 @dataclass
@@ -358,7 +366,7 @@ class FeasibilityModel:
             self._fit()
         x, counts = self._data()
         p = _sigmoid(x @ self._coef)
-        precision = logistic_precision(x, counts[:, 1], p, 1.0 / FEASIBILITY_PRIOR_SD**2)
+        precision = logistic_precision(x, counts[:, 1], p, _FEASIBILITY_PRIOR_PRECISION)
         own = feasibility_features(codes, self.n)
         z = own @ self._coef
         p_own = _sigmoid(z)
@@ -376,7 +384,7 @@ class FeasibilityModel:
 
     def _fit(self) -> None:
         x, counts = self._data()
-        self._coef = logistic_map(x, counts[:, 0], counts[:, 1], 1.0 / FEASIBILITY_PRIOR_SD**2)
+        self._coef = logistic_map(x, counts[:, 0], counts[:, 1], _FEASIBILITY_PRIOR_PRECISION)
         self._fitted_at = self.n_evaluations
 
 
