@@ -151,23 +151,40 @@ def compare(args: argparse.Namespace) -> None:
 
 
 def instances(args: argparse.Namespace) -> None:
-    """Per instance, the mean regret of ``--sampler`` against every other sampler in the files."""
-    regret: dict[tuple, list[float]] = defaultdict(list)
+    """Per instance, the mean regret of ``--sampler`` against every other sampler in the files;
+    for each instance lost, the difference from the best rival there, paired by seed (the noise
+    draws depend only on the landscape, seed and sigma), +- its standard error."""
+    regret: dict[tuple, dict[int, float]] = defaultdict(dict)
     for path in args.files:
-        for family, instance, sampler, _, result in _load(path):
+        for family, instance, sampler, seed, result in _load(path):
             if args.at in result:
-                regret[(family, instance, sampler)].append(result[args.at][0])
+                regret[(family, instance, sampler)][seed] = result[args.at][0]
     keys = sorted({(f, i) for f, i, _ in regret})
     others = sorted({s for _, _, s in regret} - {args.sampler})
     lost = []
+    behind = 0
     for family, instance in keys:
-        ours = np.mean(regret[(family, instance, args.sampler)])
-        rivals = {s: round(float(np.mean(regret[(family, instance, s)])), 4) for s in others}
-        if rivals and ours >= min(rivals.values()):
-            lost.append(f"{family}-{instance}: {ours:.4f} against {rivals}")
+        ours = regret[(family, instance, args.sampler)]
+        means = {s: float(np.mean(list(regret[(family, instance, s)].values()))) for s in others}
+        means = {s: m for s, m in means.items() if not np.isnan(m)}
+        if not means or np.mean(list(ours.values())) < min(means.values()):
+            continue
+        rival = min(means, key=means.__getitem__)
+        theirs = regret[(family, instance, rival)]
+        seeds = sorted(set(ours) & set(theirs))
+        d = np.array([ours[s] - theirs[s] for s in seeds])
+        se = _se(d)
+        behind += bool(d.mean() > 2.0 * se)
+        lost.append(
+            f"{family}-{instance}: {np.mean(list(ours.values())):.4f} against "
+            f"{ {s: round(m, 4) for s, m in means.items()} }; "
+            f"{d.mean():+.4f} +- {se:.4f} from {rival} over {len(d)} seeds"
+        )
     print(f"{args.sampler} below every other sampler on {len(keys) - len(lost)} of {len(keys)}")
     for line in lost:
         print("  lost", line)
+    if lost:
+        print(f"  behind the best rival by more than two standard errors on {behind} of them")
 
 
 def main(argv: list[str] | None = None) -> int:
