@@ -352,16 +352,29 @@ def markdown(rows: list[tuple], samplers: list[str], lam: float) -> str:
                 out.append(f"| {fam} ({len(inst)}) | " + " | ".join(cells) + f" | {ratio:.2f} |")
             out.append("")
             # Per instance: is AlphaNAS below every Optuna sampler?
+            # And is it behind the best of them by more than two standard errors of the
+            # difference, paired by seed (the noise draws depend only on landscape, seed, sigma)?
             wins = 0
+            behind = []
             for n in names:
-                m = {
-                    s: np.mean([r[5] for r in sub if r[2] == s and r[4] == k and r[0] == n])
+                by_seed = {
+                    s: {r[3]: r[5] for r in sub if r[2] == s and r[4] == k and r[0] == n}
                     for s in samplers
                 }
-                wins += all(m[ours] < m[s] for s in samplers if s in OPTUNA_SAMPLERS)
+                m = {s: np.mean(list(v.values())) for s, v in by_seed.items()}
+                rivals = [s for s in samplers if s in OPTUNA_SAMPLERS]
+                wins += all(m[ours] < m[s] for s in rivals)
+                if rivals:
+                    rival = min(rivals, key=m.__getitem__)
+                    seeds = sorted(set(by_seed[ours]) & set(by_seed[rival]))
+                    d = np.array([by_seed[ours][x] - by_seed[rival][x] for x in seeds])
+                    if len(d) > 1 and d.mean() > 2.0 * d.std(ddof=1) / math.sqrt(len(d)):
+                        behind.append(n)
             finite = [r for r in ratios if math.isfinite(r)]
             line = (
-                f"{ours} below every Optuna sampler on {wins} of {len(names)} landscape instances; "
+                f"{ours} below every Optuna sampler on {wins} of {len(names)} landscape instances "
+                f"(behind the best of them by more than two standard errors of the paired "
+                f"difference on {len(behind)}{': ' + ', '.join(behind) if behind else ''}); "
                 f"mean ratio to the best Optuna sampler over families: "
                 f"{np.mean(finite) if finite else math.nan:.2f}"
             )
