@@ -783,6 +783,40 @@ def test_knowledge_gradient_against_hand_computed_values() -> None:
     assert gain[1] == pytest.approx(0.1 * 0.0833155, abs=1e-7)
 
 
+def test_best_within_and_front_points_by_hand() -> None:
+    # Masks of depths 2, 3, 3, 5, 2 with values 0.6, 0.55, 0.7, 0.65, 0.62.
+    depths = np.array([2, 3, 3, 5, 2])
+    means = np.array([0.6, 0.55, 0.7, 0.65, 0.62])
+    best = proposals.best_within(depths, means, 6)
+    np.testing.assert_array_equal(best, [-np.inf, -np.inf, 0.62, 0.7, 0.7, 0.7, 0.7])
+    # Depth 2's best is mask 4, depth 3's mask 2; depth 5's (0.65) does not beat 0.7.
+    assert proposals.front_points(depths, means) == [4, 2]
+    assert proposals.front_points(np.array([], dtype=int), np.array([])) == []
+
+
+def test_front_knowledge_gradient_against_hand_computed_values() -> None:
+    # Budgets of 0..3 layers whose best estimates are 0.5, 0.6, 0.7, 0.8. A mask of 2 layers
+    # predicted 0.75 +- 0.1 without noise (step 0.1) lifts budget 2 by 0.1 * f(0.5) and budget 3
+    # by 0.1 * f(-0.5): f(0.5) = 0.5 * 0.6914625 + 0.3520653 = 0.6977966, f(-0.5) = 0.1977966;
+    # 0.0895593 in all, half of it at P(feasible) 0.5. The same prediction with 3 layers meets
+    # budget 3 only. Without uncertainty a mask lifts each budget it meets by its lead.
+    best = np.array([0.5, 0.6, 0.7, 0.8])
+    gain = proposals.front_knowledge_gradient(
+        np.array([0.75, 0.75, 0.75, 0.75]),
+        np.array([0.1, 0.1, 0.1, 0.0]),
+        np.array([1.0, 0.5, 1.0, 1.0]),
+        np.array([2, 2, 3, 1]),
+        best,
+        0.0,
+    )
+    assert gain == pytest.approx([0.0895593, 0.0447797, 0.0197797, 0.15 + 0.05], abs=1e-6)
+    # One budget and no size: the knowledge gradient of a new mask.
+    one = proposals.front_knowledge_gradient(
+        np.array([1.0]), np.array([0.1]), np.array([1.0]), np.array([0]), np.array([0.95]), 0.01
+    )
+    assert one == pytest.approx([0.0599821], abs=1e-6)
+
+
 def test_knowledge_gradient_of_new_masks_against_hand_computed_values() -> None:
     # Predicted 1.0 ± 0.1 against a best estimate of 0.95, noise variance 0.01: step 0.0707107,
     # z = 0.05 / 0.0707107 = 0.7071068, f = 0.7071068 * 0.7602499 + 0.3106966 = 0.8482761,

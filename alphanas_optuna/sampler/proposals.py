@@ -273,6 +273,50 @@ def knowledge_gradient_new(
     )
 
 
+def best_within(depths: np.ndarray, means: np.ndarray, n: int) -> np.ndarray:
+    """For each size budget ``b = 0 .. n``, the best of ``means`` (higher is better) among the
+    masks of at most ``b`` layers (``depths``); -inf where there is none."""
+    best = np.full(n + 1, -np.inf)
+    np.maximum.at(best, np.asarray(depths, dtype=np.int64), np.asarray(means, dtype=float))
+    return np.maximum.accumulate(best)
+
+
+def front_points(depths: np.ndarray, means: np.ndarray) -> list[int]:
+    """Indices of the front over (value up, depth down), shallowest first: per depth the mask
+    with the best of ``means`` (the first on ties), kept where it beats every shallower one."""
+    by_depth: dict[int, int] = {}
+    for i, (depth, value) in enumerate(zip(np.asarray(depths).tolist(), means)):
+        if depth not in by_depth or value > means[by_depth[depth]]:
+            by_depth[depth] = i
+    front: list[int] = []
+    for depth in sorted(by_depth):
+        i = by_depth[depth]
+        if not front or means[i] > means[front[-1]]:
+            front.append(i)
+    return front
+
+
+def front_knowledge_gradient(
+    means: np.ndarray,
+    sds: np.ndarray,
+    p_feasible: np.ndarray,
+    depths: np.ndarray,
+    best_within: np.ndarray,
+    noise_var: float,
+) -> np.ndarray:
+    """:func:`knowledge_gradient_new` for a front over (value up, depth down): the expected lift,
+    summed over every size budget ``b`` a mask of depth ``d`` meets (``b = d .. n``), of the best
+    posterior mean of a mask of at most ``b`` layers, ``best_within[b]`` (non-decreasing in
+    ``b``), times the chance that the mask is feasible. With the size steps of equal width (every
+    layer is as large as the next), it is the expected gain of the area the front dominates."""
+    means = np.asarray(means, dtype=float)
+    step = _step(np.asarray(sds, dtype=float), noise_var)
+    budgets = np.arange(len(best_within))
+    meets = budgets[None, :] >= np.asarray(depths)[:, None]
+    excess = _expected_excess(means[:, None] - best_within[None, :], step[:, None])
+    return np.asarray(p_feasible, dtype=float) * np.where(meets, excess, 0.0).sum(axis=1)
+
+
 def _step(sds: np.ndarray, noise_var: float) -> np.ndarray:
     """Standard deviation of the change of a posterior mean of sd ``sds`` after one evaluation
     with noise variance ``noise_var``."""

@@ -61,6 +61,12 @@ CONTENDER_Z = 2.0
 MAX_CONTENDERS = 5
 # The leader is measured again while it has fewer evaluations than this (and noise is not 0).
 CONFIRM_BELOW = 2
+# Two-objective studies confirm this many points of their front, no more: enough repeats to set
+# the noise scale (and to tell a deterministic objective, as DETERMINISTIC_REPEATS does), without
+# which the value model takes its prior's noise and, on landscapes where most masks fail, stops
+# exploring. Confirming every point once (a quarter of the trials) cost 15% of the front's regret
+# after 50 trials on the development landscapes; these three cost 7% (BENCHMARKS.md).
+FRONT_CONFIRMATIONS = 3
 
 
 class _LazyBits(list):
@@ -133,10 +139,25 @@ class AlphaNASSampler(BaseGASampler):
     (the mask's k-th repeat), which :func:`evaluation_index` reads: the objective trains it with
     another seed and never answers it from a cache of earlier results.
 
-    **Children (``surrogate=False``, and every multi-objective study).** The parent is an elite
-    drawn uniformly at random; the child flips ``1 + Binomial(L - 1, (mutation_rate - 1) / (L -
-    1))`` of its ``L`` bits (at least one, ``mutation_rate`` on average); the first such child not
-    evaluated yet is proposed.
+    **Children (``surrogate=False``, and studies of other directions than those below).** The
+    parent is an elite drawn uniformly at random; the child flips ``1 + Binomial(L - 1,
+    (mutation_rate - 1) / (L - 1))`` of its ``L`` bits (at least one, ``mutation_rate`` on
+    average); the first such child not evaluated yet is proposed.
+
+    **Children (``surrogate=True``, two-objective studies whose second objective is minimised,
+    such as accuracy and parameters).** As for single-objective studies below (the elites'
+    neighbourhood, scored by the value model of the first objective), but the score is the
+    expected lift of the front: one evaluation's knowledge gradient summed over every size
+    budget the candidate meets, against the best estimate of a mask of at most that many layers
+    (:func:`~alphanas_optuna.sampler.proposals.front_knowledge_gradient`; the number of kept
+    layers stands for the size, which the second objective measures), times the chance of
+    feasibility. A two-objective study is read as a menu, one answer per size
+    (:func:`alphanas_optuna.winners`): a child that lifts a small budget's answer lifts every
+    larger budget's too. Before its children, such a study measures again up to
+    :data:`FRONT_CONFIRMATIONS` points of its front that were measured once (the most uncertain
+    first, within ``reevaluation_share``): these repeats set the noise scale, as a
+    single-objective study's leader confirmations do. There are no other re-evaluations, and no
+    retries (those weigh a repeat against the best single value).
 
     **Children (``surrogate=True``, single-objective studies).** The candidates are every free
     mask within ``search_radius`` flips of some elite (at most ``n_candidates``, drawn at random
@@ -658,12 +679,26 @@ class AlphaNASSampler(BaseGASampler):
         if generation == 0 and self._include_full_mask and full not in taken:
             return full, "full", None
         model_on = self._uses_model(study) and n <= _MAX_MODEL_LAYERS
+        front_on = self._uses_front_model(study) and n <= _MAX_MODEL_LAYERS
         if generation >= REEVALUATE_FROM_GENERATION:
-            elites = [e for e in self.get_parent_population(study, generation)]
+            elites = self.get_parent_population(study, generation)
             elite_codes = [self._code_of(e) for e in elites]
             keep = [i for i, c in enumerate(elite_codes) if c is not None and c >> n == 0]
             elites = [elites[i] for i in keep]
             codes = [int(elite_codes[i]) for i in keep]  # type: ignore[arg-type]
+            if front_on and codes:
+                estimates = self._estimates(snapshot.digest, n, study.directions)
+                if estimates.model is not None:
+                    again = self._front_confirmation(snapshot, estimates)
+                    if again is not None:
+                        return again
+                    candidates, parents = proposals.neighbourhood(
+                        codes, n, self._search_radius, taken, self._n_candidates, rng
+                    )
+                    if len(candidates):
+                        score = self._front_acquisition(snapshot.digest, estimates, candidates, n)
+                        best = int(np.argmax(score))
+                        return int(candidates[best]), "child", elites[int(parents[best])]
             # The model's candidate children (codes, parent indices, scores), scored once: for
             # a child, and weighed against a repeat.
             neighbours = None
@@ -862,6 +897,65 @@ class AlphaNASSampler(BaseGASampler):
         best = float(estimates.means.max()) if len(estimates.means) else float(mean.max())
         p = digest.p_feasible(n, candidates)
         return proposals.knowledge_gradient_new(mean, sd, p, best, model.noise_variance)
+
+    def _front_acquisition(
+        self, digest: StudyDigest, estimates: Estimates, candidates: np.ndarray, n: int
+    ) -> np.ndarray:
+        """Two-objective studies: :func:`~.proposals.front_knowledge_gradient` of each candidate
+        on the first objective, with the number of kept layers as the size (the second
+        objective, parameters, grows with it)."""
+        model = estimates.model
+        assert model is not None
+        mean, sd = model.predict(candidates)
+        best = proposals.best_within(self._depths(estimates), estimates.means, n)
+        # A budget that no evaluated mask meets yet is measured from the lowest estimate.
+        best[~np.isfinite(best)] = float(estimates.means.min())
+        return proposals.front_knowledge_gradient(
+            mean,
+            sd,
+            digest.p_feasible(n, candidates),
+            proposals.popcount(candidates),
+            best,
+            model.noise_variance,
+        )
+
+    def _front_confirmation(
+        self, snapshot: Snapshot, estimates: Estimates
+    ) -> tuple[int, str, FrozenTrial | None] | None:
+        """Two-objective studies: a point of the front (per depth the best estimate, where it
+        beats every shallower one) measured fewer than :data:`CONFIRM_BELOW` times, on an
+        objective that is not deterministic, while the study has fewer than
+        :data:`FRONT_CONFIRMATIONS` re-evaluations and within ``reevaluation_share`` of the
+        trials: the most uncertain such point, or None."""
+        model = estimates.model
+        assert model is not None
+        if self._reevaluation_share <= 0.0 or model.noise_variance <= 0.0:
+            return None
+        digest = snapshot.digest
+        spent = digest.n_reevaluations + snapshot.n_pending_reevaluations
+        total = digest.n_evaluated + snapshot.n_pending + 1
+        if spent + 1 > self._reevaluation_share * total or spent >= FRONT_CONFIRMATIONS:
+            return None
+        waiting = [
+            i
+            for i in proposals.front_points(self._depths(estimates), estimates.means)
+            if estimates.records[i].n_evaluations < CONFIRM_BELOW
+            and estimates.records[i].code not in snapshot.pending
+        ]
+        if not waiting:
+            return None
+        pick = max(waiting, key=lambda i: float(estimates.sds[i]))
+        record = estimates.records[pick]
+        return record.code, "reevaluation", digest.trials_by_id[record.representative]
+
+    @staticmethod
+    def _depths(estimates: Estimates) -> np.ndarray:
+        codes = np.array([r.code for r in estimates.records], dtype=np.int64)
+        return proposals.popcount(codes)
+
+    def _uses_front_model(self, study: Study) -> bool:
+        directions = study.directions
+        return self._surrogate and len(directions) == 2 and directions[1] == StudyDirection.MINIMIZE
 
     def _estimates(
         self, digest: StudyDigest, n: int, directions: Sequence[StudyDirection]
