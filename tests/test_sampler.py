@@ -534,6 +534,44 @@ def test_two_objective_studies_confirm_a_few_points_of_their_front() -> None:
         assert len(again) == (FRONT_CONFIRMATIONS if share else 0)
 
 
+def test_two_objective_confirmations_that_fail_still_count_and_pending_ones_are_not_doubled() -> (
+    None
+):
+    """A front confirmation that fails (FAIL: the repeat raised) counts towards
+    FRONT_CONFIRMATIONS, so repeats that always fail do not take every trial; and a point being
+    confirmed by a pending trial is not given to a second one."""
+    from alphanas_optuna.sampler import evaluation_index
+    from alphanas_optuna.sampler.sampler import FRONT_CONFIRMATIONS
+
+    weights = np.array([0.09, 0.02, 0.07, 0.03, 0.01, 0.05, 0.04, 0.06, 0.08, 0.015])
+    first = _front_objective(weights, 0.01, 0)
+
+    def fails_on_repeats(trial: optuna.Trial) -> tuple[float, float]:
+        values = first(trial)
+        if evaluation_index(trial):
+            raise RuntimeError("out of memory on the repeat")
+        return values
+
+    study = optuna.create_study(
+        directions=["maximize", "minimize"], sampler=AlphaNASSampler(seed=0)
+    )
+    study.optimize(fails_on_repeats, n_trials=40, catch=(RuntimeError,))
+    again = [t for t in study.trials if t.system_attrs[PROPOSAL]["origin"] == "reevaluation"]
+    assert len(again) == FRONT_CONFIRMATIONS
+    assert all(t.state == TrialState.FAIL for t in again)
+
+    study = optuna.create_study(
+        directions=["maximize", "minimize"], sampler=AlphaNASSampler(seed=0)
+    )
+    objective = _front_objective(weights, 0.01, 0)
+    study.optimize(objective, n_trials=10)  # generation 0
+    asked = [study.ask() for _ in range(3)]
+    masks = [tuple(suggest_mask(t, len(weights))) for t in asked]
+    origins = [study.trials[t.number].system_attrs[PROPOSAL]["origin"] for t in asked]
+    assert origins.count("reevaluation") >= 2  # three pending at once, as several workers
+    assert len(set(masks)) == 3
+
+
 BAD_ARGUMENTS = [
     ({"population_size": 1}, "population_size"),
     ({"population_size": 2.5}, "population_size"),

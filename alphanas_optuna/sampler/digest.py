@@ -126,6 +126,8 @@ class StudyDigest:
     feasibility: dict[int, FeasibilityModel] = field(default_factory=dict)
     n_evaluated: int = 0
     n_reevaluations: int = 0
+    # Re-evaluations that failed (FAIL): they measured nothing, but were spent.
+    n_failed_reevaluations: int = 0
     # Evaluated trials per generation, and the COMPLETE ones.
     generation_counts: dict[int, int] = field(default_factory=dict)
     complete_by_generation: dict[int, list[int]] = field(default_factory=dict)
@@ -275,7 +277,9 @@ def take_snapshot(
         if prefix_done and t.number == index:
             digest.scan_from = index + 1
         if state not in EVALUATED:
-            continue  # FAIL: counts for nothing.
+            # FAIL: counts for nothing, but a failed re-evaluation was an attempt.
+            digest.n_failed_reevaluations += origin_of(t, proposal_key) == "reevaluation"
+            continue
         mask = mask_of(t, prefix, proposal_key)
         if mask is None:
             continue

@@ -65,7 +65,8 @@ CONFIRM_BELOW = 2
 # the noise scale (and to tell a deterministic objective, as DETERMINISTIC_REPEATS does), without
 # which the value model takes its prior's noise and, on landscapes where most masks fail, stops
 # exploring. Confirming every point once (a quarter of the trials) cost 15% of the front's regret
-# after 50 trials on the development landscapes; these three cost 7% (BENCHMARKS.md).
+# after 50 trials on the development landscapes; these three cost 7% (BENCHMARKS.md). Three is
+# also model.DETERMINISTIC_REPEATS: three exact repeats take the objective as deterministic.
 FRONT_CONFIRMATIONS = 3
 
 
@@ -119,7 +120,8 @@ class AlphaNASSampler(BaseGASampler):
     masks are enqueued again); trials that name none count as the newest's.
     :func:`alphanas_optuna.winner` names the study's answer with the same estimates.
 
-    **Re-evaluation** (``surrogate=True``, ``reevaluation_share > 0``). From generation 1 on,
+    **Re-evaluation** (``surrogate=True``, ``reevaluation_share > 0``, single-objective studies;
+    two-objective ones only confirm a few points of their front, see below). From generation 1 on,
     the sampler may measure an evaluated mask again instead of a new one, in at most
     ``reevaluation_share`` of the trials. A leader (the mask with the best estimate) evaluated
     only once, on an objective that is not deterministic, is measured again first (unless
@@ -139,10 +141,10 @@ class AlphaNASSampler(BaseGASampler):
     (the mask's k-th repeat), which :func:`evaluation_index` reads: the objective trains it with
     another seed and never answers it from a cache of earlier results.
 
-    **Children (``surrogate=False``, and studies of other directions than those below).** The
-    parent is an elite drawn uniformly at random; the child flips ``1 + Binomial(L - 1,
-    (mutation_rate - 1) / (L - 1))`` of its ``L`` bits (at least one, ``mutation_rate`` on
-    average); the first such child not evaluated yet is proposed.
+    **Children (``surrogate=False``, studies of other directions than those below, and whenever
+    the model cannot choose: not fitted yet, or no free candidate within the radius).** The parent is an elite drawn uniformly at random; the child flips ``1 +
+    Binomial(L - 1, (mutation_rate - 1) / (L - 1))`` of its ``L`` bits (at least one,
+    ``mutation_rate`` on average); the first such child not evaluated yet is proposed.
 
     **Children (``surrogate=True``, two-objective studies whose second objective is minimised,
     such as accuracy and parameters).** As for single-objective studies below (the elites'
@@ -151,13 +153,16 @@ class AlphaNASSampler(BaseGASampler):
     budget the candidate meets, against the best estimate of a mask of at most that many layers
     (:func:`~alphanas_optuna.sampler.proposals.front_knowledge_gradient`; the number of kept
     layers stands for the size, which the second objective measures), times the chance of
-    feasibility. A two-objective study is read as a menu, one answer per size
+    feasibility (a budget no evaluated mask meets yet counts from the lowest estimate). A
+    two-objective study is read as a menu, one answer per size
     (:func:`alphanas_optuna.winners`): a child that lifts a small budget's answer lifts every
     larger budget's too. Before its children, such a study measures again up to
     :data:`FRONT_CONFIRMATIONS` points of its front that were measured once (the most uncertain
-    first, within ``reevaluation_share``): these repeats set the noise scale, as a
-    single-objective study's leader confirmations do. There are no other re-evaluations, and no
-    retries (those weigh a repeat against the best single value).
+    first, within ``reevaluation_share``; a failed attempt counts): these repeats set the noise
+    scale, as a single-objective study's leader confirmations do. There are no other
+    re-evaluations (the rules under "Re-evaluation" above are single-objective), and no retries
+    (those weigh a repeat against the best single value). Two workers deciding at the same
+    moment may each confirm a point, one more than the cap (as for ``reevaluation_share``).
 
     **Children (``surrogate=True``, single-objective studies).** The candidates are every free
     mask within ``search_radius`` flips of some elite (at most ``n_candidates``, drawn at random
@@ -478,13 +483,12 @@ class AlphaNASSampler(BaseGASampler):
             finished.values = None if state != TrialState.COMPLETE else values
             digest.finished_ids.add(trial._trial_id)
             mask = self._mask_of(finished)
-            if state in EVALUATED and mask is not None:
+            reevaluation = origin_of(finished, self.proposal_key()) == "reevaluation"
+            if state not in EVALUATED:
+                digest.n_failed_reevaluations += reevaluation  # as take_snapshot counts them
+            elif mask is not None:
                 digest.fold(
-                    finished,
-                    mask,
-                    self._generation_of(finished),
-                    study.directions,
-                    reevaluation=origin_of(finished, self.proposal_key()) == "reevaluation",
+                    finished, mask, self._generation_of(finished), study.directions, reevaluation
                 )
         self._solo[key] = trial.number
 
@@ -688,7 +692,7 @@ class AlphaNASSampler(BaseGASampler):
             codes = [int(elite_codes[i]) for i in keep]  # type: ignore[arg-type]
             if front_on and codes:
                 estimates = self._estimates(snapshot.digest, n, study.directions)
-                if estimates.model is not None:
+                if estimates.model is not None and len(estimates.means):
                     again = self._front_confirmation(snapshot, estimates)
                     if again is not None:
                         return again
@@ -934,7 +938,10 @@ class AlphaNASSampler(BaseGASampler):
         digest = snapshot.digest
         spent = digest.n_reevaluations + snapshot.n_pending_reevaluations
         total = digest.n_evaluated + snapshot.n_pending + 1
-        if spent + 1 > self._reevaluation_share * total or spent >= FRONT_CONFIRMATIONS:
+        # Failed attempts count towards the cap: a repeat that fails every time (out of memory,
+        # say) must not take every trial.
+        attempts = spent + digest.n_failed_reevaluations
+        if spent + 1 > self._reevaluation_share * total or attempts >= FRONT_CONFIRMATIONS:
             return None
         waiting = [
             i
