@@ -38,8 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from landscapes import PROFILES, Landscape, synthetic_landscape  # noqa: E402
+from sampler_regret import make_objective  # noqa: E402
 
-from alphanas_optuna import AlphaNASSampler, suggest_mask, winners  # noqa: E402
+from alphanas_optuna import AlphaNASSampler, winners  # noqa: E402
 from alphanas_optuna.answer import NoWinnerError  # noqa: E402
 from alphanas_optuna.mask import format_mask  # noqa: E402
 
@@ -99,26 +100,12 @@ def run_once(
     study.set_user_attr("alphanas_config", {"fitness": {"min_accuracy": landscape.min_accuracy}})
     regret: dict[int, float] = {}
 
-    def objective(trial: optuna.Trial) -> tuple[float, float]:
-        mask = format_mask(suggest_mask(trial, landscape.n_layers))
-        if mask not in landscape.accuracy:  # The all-zero mask (other samplers may draw it).
-            trial.set_user_attr("n_params", 0.0)
-            raise optuna.TrialPruned()
-        n_params = landscape.n_params[mask]
-        trial.set_user_attr("n_params", n_params)
-        if n_params > MAX_PARAMS:
-            raise optuna.TrialPruned()
-        accuracy = landscape.accuracy[mask] + (sigma * noise.standard_normal() if sigma else 0.0)
-        trial.set_user_attr("accuracy", accuracy)
-        if accuracy < landscape.min_accuracy:
-            raise optuna.TrialPruned()
-        return accuracy, n_params
-
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         k = trial.number + 1
         if k in CHECKPOINTS:
             regret[k] = front_regret(landscape, named_front(study, sampler_name))
 
+    objective = make_objective(landscape, 0.0, sigma, noise, two_objectives=True)
     study.optimize(objective, n_trials=n_trials, callbacks=[callback])
     return regret
 

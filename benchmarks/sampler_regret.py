@@ -80,7 +80,8 @@ def make_objective(
     shift: Callable[[str], float] | None = None,
     fidelity: str | None = None,
     collapse_rate: float = 0.0,
-) -> Callable[[optuna.Trial], float]:
+    two_objectives: bool = False,
+) -> Callable[[optuna.Trial], float | tuple[float, float]]:
     """The real objective's contract on a table: suggest, draw A_obs, prune infeasible, return Q.
 
     ``shift`` (mask -> accuracy offset) and ``fidelity`` (recorded as the trial's ``fidelity``
@@ -88,9 +89,10 @@ def make_objective(
     settings (``resumed_fidelity.py``). ``collapse_rate``: the chance that an evaluation's
     fine-tune collapses to the majority class whatever the mask (A_obs = 0.5, chance on balanced
     labels; a real brief fine-tune does this on some seeds, BENCHMARKS.md "The search against
-    layer-dropping rules"); 0 draws nothing, so the other draws stay as they were."""
+    layer-dropping rules"); 0 draws nothing, so the other draws stay as they were.
+    ``two_objectives``: return ``(A_obs, N)`` instead (``front_regret.py``)."""
 
-    def objective(trial: optuna.Trial) -> float:
+    def objective(trial: optuna.Trial) -> float | tuple[float, float]:
         mask = format_mask(suggest_mask(trial, landscape.n_layers))
         if fidelity is not None:
             trial.set_user_attr("fidelity", fidelity)
@@ -111,7 +113,7 @@ def make_objective(
         trial.set_user_attr("quality", quality)
         if accuracy < landscape.min_accuracy:
             raise optuna.TrialPruned()
-        return quality
+        return (accuracy, n_params) if two_objectives else quality
 
     return objective
 
