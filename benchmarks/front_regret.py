@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 import zlib
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from landscapes import PROFILES, Landscape, synthetic_landscape  # noqa: E402
+from sampler_dev import parse_range, run_studies  # noqa: E402
 from sampler_regret import make_objective  # noqa: E402
 
 from alphanas_optuna import AlphaNASSampler, winners  # noqa: E402
@@ -123,11 +122,6 @@ def _task(spec: tuple) -> tuple:
     )
 
 
-def _range(text: str) -> list[int]:
-    first, _, last = text.partition("-")
-    return list(range(int(first), int(last or first) + 1))
-
-
 def table(path: str) -> None:
     with open(path) as f:
         rows = json.load(f)
@@ -155,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="JSON file of the runs")
     parser.add_argument("--table", help="print the tables of a JSON file of runs and stop")
     parser.add_argument("--families", nargs="+", default=list(PROFILES))
-    parser.add_argument("--instances", type=_range, default=_range("0-2"))
-    parser.add_argument("--seeds", type=_range, default=_range("0-19"))
+    parser.add_argument("--instances", type=parse_range, default=parse_range("0-2"))
+    parser.add_argument("--seeds", type=parse_range, default=parse_range("0-19"))
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS))
     parser.add_argument("--sigma", type=float, default=0.02)
     parser.add_argument("--trials", type=int, default=50)
@@ -174,14 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         for sampler in args.samplers
         for seed in args.seeds
     ]
-    start = time.perf_counter()
-    with ProcessPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(_task, specs, chunksize=4))
-    with open(args.out, "w") as f:
-        json.dump(
-            [[fa, i, sa, se, {str(k): v for k, v in r.items()}] for fa, i, sa, se, r in rows], f
-        )
-    print(f"{len(rows)} studies in {time.perf_counter() - start:.0f} s -> {args.out}")
+    run_studies(_task, specs, args.jobs, args.out)
     table(args.out)
     return 0
 

@@ -37,6 +37,7 @@ import json
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -45,7 +46,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 
-def _range(text: str) -> list[int]:
+def parse_range(text: str) -> list[int]:
     """``"100-117"`` or ``"5"`` as a list of integers."""
     first, _, last = text.partition("-")
     return list(range(int(first), int(last or first) + 1))
@@ -102,14 +103,20 @@ def run(args: argparse.Namespace) -> None:
                             args.collapse_rate,
                         )
                     )
+    run_studies(_task, specs, args.jobs, args.out)
+
+
+def run_studies(task: Callable[[tuple], tuple], specs: list[tuple], jobs: int, out: str) -> None:
+    """Run ``task`` on every spec in ``jobs`` processes and store the rows ``(family, instance,
+    sampler, seed, {trials: result})`` it returns as JSON in ``out``."""
     start = time.perf_counter()
-    with ProcessPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(_task, specs, chunksize=4))
-    with open(args.out, "w") as f:
+    with ProcessPoolExecutor(jobs) as pool:
+        rows = list(pool.map(task, specs, chunksize=4))
+    with open(out, "w") as f:
         json.dump(
             [[fa, i, sa, se, {str(k): v for k, v in r.items()}] for fa, i, sa, se, r in rows], f
         )
-    print(f"{len(rows)} studies in {time.perf_counter() - start:.0f} s -> {args.out}")
+    print(f"{len(rows)} studies in {time.perf_counter() - start:.0f} s -> {out}")
 
 
 def _load(path: str) -> list:
@@ -198,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         default=["top", "middle", "random", "bottom", "collapse", "distant", "plateau"],
         help="synthetic families, or 'table' for the measured MiniLM table",
     )
-    r.add_argument("--instances", type=_range, default=_range("100-117"), help="e.g. 100-117")
-    r.add_argument("--seeds", type=_range, default=_range("100-119"), help="e.g. 100-119")
+    r.add_argument(
+        "--instances", type=parse_range, default=parse_range("100-117"), help="e.g. 100-117"
+    )
+    r.add_argument("--seeds", type=parse_range, default=parse_range("100-119"), help="e.g. 100-119")
     r.add_argument("--samplers", nargs="+", default=["AlphaNAS"])
     r.add_argument("--sigma", type=float, default=0.02, help="noise SD of one evaluation")
     r.add_argument("--lam", type=float, default=0.002, help="lambda per million parameters")

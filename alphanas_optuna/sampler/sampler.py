@@ -142,9 +142,10 @@ class AlphaNASSampler(BaseGASampler):
     another seed and never answers it from a cache of earlier results.
 
     **Children (``surrogate=False``, studies of other directions than those below, and whenever
-    the model cannot choose: not fitted yet, or no free candidate within the radius).** The parent is an elite drawn uniformly at random; the child flips ``1 +
-    Binomial(L - 1, (mutation_rate - 1) / (L - 1))`` of its ``L`` bits (at least one,
-    ``mutation_rate`` on average); the first such child not evaluated yet is proposed.
+    the model cannot choose: not fitted yet, or no free candidate within the radius).** The
+    parent is an elite drawn uniformly at random; the child flips ``1 + Binomial(L - 1,
+    (mutation_rate - 1) / (L - 1))`` of its ``L`` bits (at least one, ``mutation_rate`` on
+    average); the first such child not evaluated yet is proposed.
 
     **Children (``surrogate=True``, two-objective studies whose second objective is minimised,
     such as accuracy and parameters).** As for single-objective studies below (the elites'
